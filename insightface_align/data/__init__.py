@@ -1,0 +1,1 @@
+"""Records and batches: RecordIO layout, augmentation, targets and the training iterator."""

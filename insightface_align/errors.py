@@ -1,0 +1,24 @@
+"""The project's own exceptions: every user-facing failure names the file and the problem."""
+from __future__ import annotations
+
+
+class AlignError(Exception):
+    """Base class for errors this project raises on purpose."""
+
+
+class ConfigError(AlignError, ValueError):
+    """A network/recipe configuration is invalid; the message names the field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"config field '{field}': {message}")
+
+
+class DataError(AlignError, ValueError):
+    """A user file is malformed; the message names the file (and line when known)."""
+
+    def __init__(self, path, message: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
