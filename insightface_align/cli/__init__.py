@@ -1,0 +1,1 @@
+"""Command-line entry points (each also reachable as tools/NAME.py)."""

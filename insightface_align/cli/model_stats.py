@@ -1,0 +1,82 @@
+"""Print the paper's Table 1 for our recipes: parameters, size, GFLOPs, CPU latency."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm import tqdm
+
+from ..recipe import load_recipe, recipe_names
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipes", nargs="*", default=None, help="recipe names (default: every recipe)")
+    p.add_argument("--repeats", type=int, default=5, help="timed forward passes per recipe (median reported)")
+    p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
+    p.add_argument("--dcn-impl", choices=["auto", "native", "fast"], default="auto",
+                   help="deformable convolution implementation for the latency column")
+    p.add_argument("--width", type=float, default=None, help="override every recipe's width multiplier")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    return p.parse_args(argv)
+
+
+def recipe_row(name: str, args) -> dict:
+    from symbols.network import get_symbol
+    from symbols.stats import graph_stats
+
+    overrides = {"dcn_impl": args.dcn_impl}
+    if args.width is not None:
+        overrides["multiplier"] = args.width
+    recipe = load_recipe(name, **overrides)
+    cfg = recipe.network
+    shape = (1, 3, cfg.input_size, cfg.input_size)
+    sym = get_symbol(cfg)
+    stats = graph_stats(sym, shape)
+    paper_mb = recipe.paper.get("size_mb") if cfg.multiplier == 1.0 else None
+    row = {
+        "recipe": name,
+        "table1_row": recipe.paper.get("row"),
+        "params": stats.params,
+        "size_mb": round(stats.size_mb, 2),
+        "paper_size_mb": paper_mb,
+        "size_vs_paper_pct": round((stats.size_mb / paper_mb - 1) * 100, 1) if paper_mb else None,
+        "gflops": round(stats.flops / 1e9, 2),
+        "latency_ms": None,
+    }
+    if not args.no_latency:
+        from ..timing import inference_latency
+
+        row["latency_ms"] = round(inference_latency(sym, 1, cfg.input_size, repeats=args.repeats) * 1000, 1)
+    return row
+
+
+def format_table(rows) -> str:
+    head = "| recipe | Table 1 row | params (M) | size MB | paper MB | vs paper | GFLOPs@128 | CPU ms (b=1) |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        pct = f"{r['size_vs_paper_pct']:+.1f}%" if r["size_vs_paper_pct"] is not None else "-"
+        lines.append("| {recipe} | {row} | {p:.2f} | {size_mb:.1f} | {paper} | {pct} | {gflops:.1f} | {lat} |".format(
+            recipe=r["recipe"], row=r["table1_row"] or "-", p=r["params"] / 1e6, size_mb=r["size_mb"],
+            paper=r["paper_size_mb"] if r["paper_size_mb"] is not None else "-", pct=pct, gflops=r["gflops"],
+            lat=r["latency_ms"] if r["latency_ms"] is not None else "-"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = args.recipes or recipe_names()
+    rows = []
+    for name in tqdm(names, desc="recipes", disable=args.json or not sys.stderr.isatty()):
+        rows.append(recipe_row(name, args))
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
