@@ -1,0 +1,328 @@
+"""The Module trainer: Nadam, step schedule, checkpoints, resume, validation NME, logs.
+
+One Trainer = one process (one worker in distributed runs). Data flows
+AlignIter -> Module(forward_backward, update) -> checkpoint -> validation metrics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import mxnet as mx
+import numpy as np
+from tqdm import tqdm
+
+from symbols.network import build_heatmaps, get_symbol
+
+from . import checkpoint as ckpt
+from .data.config import DataConfig
+from .data.iterator import AlignIter
+from .errors import AlignError, ConfigError
+from .evaluate import nme_of_rec
+from .losses import LossConfig, label_names, training_symbol
+from .metrics import default_normaliser
+from .recipe import Recipe
+
+LOG = logging.getLogger(__name__)
+XAVIER = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+
+
+class TrainingDiverged(AlignError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping (recipe section `train`, overridable on the command line)."""
+
+    optimizer: str = "nadam"
+    lr: float = 2.5e-4
+    lr_steps: tuple = (16000, 24000)
+    lr_factor: float = 0.2
+    max_steps: int = 30000
+    batch_per_device: int = 20
+    wd: float = 0.0
+    checkpoint_every: int = 1000
+    val_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+    num_workers: int = 2
+    decoder: str = "subpixel"
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ConfigError("train.max_steps", "must be >= 1")
+        if self.batch_per_device < 1:
+            raise ConfigError("train.batch_per_device", "must be >= 1")
+        steps = list(self.lr_steps)
+        if steps != sorted(steps) or len(set(steps)) != len(steps) or any(s < 1 for s in steps):
+            raise ConfigError("train.lr_steps", f"must be strictly increasing positive steps, got {steps}")
+        if self.lr <= 0:
+            raise ConfigError("train.lr", "must be > 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError("train." + unknown[0], f"unknown training field; known: {', '.join(sorted(known))}")
+        values = dict(values)
+        if "lr_steps" in values:
+            values["lr_steps"] = tuple(int(s) for s in values["lr_steps"])
+        return cls(**values)
+
+
+@dataclass
+class RunSpec:
+    """Where data comes from and where results go, for one training run."""
+
+    train_rec: str
+    out_dir: str
+    val_recs: dict = field(default_factory=dict)      # name -> .rec path
+    contexts: list = field(default_factory=lambda: [mx.cpu()])
+    kvstore: str = "local"
+    resume: bool = False
+    pretrained: tuple | None = None                   # (prefix, epoch)
+    freeze_bn: bool = False
+    progress: bool = True
+
+
+def data_config(recipe: Recipe, loss: LossConfig, batch_size: int, train: bool, seed: int, num_workers: int,
+                shard=(0, 1)) -> DataConfig:
+    """The iterator's config from a recipe's data section."""
+    d = recipe.data
+    net = recipe.network
+    pairs = loss.coherent if (train and loss.uses_pairs) else None
+    kwargs = dict(batch_size=batch_size, input_size=net.input_size, heatmap_size=net.heatmap_size,
+                  sigma=float(d.get("sigma", 1.0)), label_mode=loss.label_mode if train else "heatmap",
+                  train=train, seed=seed, num_workers=num_workers, shard=tuple(shard),
+                  shuffle=train)
+    if train:
+        kwargs.update(rotate=float(d.get("rotate", 40)), scale=tuple(d.get("scale", (0.8, 1.2))),
+                      flip=bool(d.get("flip", True)), pairs=pairs)
+    return DataConfig(**kwargs)
+
+
+def loss_config(recipe: Recipe) -> LossConfig:
+    values = dict(recipe.loss)
+    values.setdefault("sigma", float(recipe.data.get("sigma", 1.0)))
+    return LossConfig.from_dict(values)
+
+
+def freeze_batchnorm(sym):
+    """The same graph with every BatchNorm using its running statistics (use_global_stats)."""
+    graph = json.loads(sym.tojson())
+    for node in graph["nodes"]:
+        if node["op"] == "BatchNorm":
+            node.setdefault("attrs", {})["use_global_stats"] = "True"
+    return mx.sym.load_json(json.dumps(graph))
+
+
+class Trainer:
+    """Trains one recipe; `run()` returns the final validation metrics."""
+
+    def __init__(self, recipe: Recipe, train_cfg: TrainConfig, spec: RunSpec, step_callback=None):
+        self.recipe, self.cfg, self.spec = recipe, train_cfg, spec
+        self.loss_cfg = loss_config(recipe)
+        self.prefix = str(Path(spec.out_dir) / "model")
+        self.step_callback = step_callback
+        self.stop_requested = False
+        self.kv = mx.kv.create(spec.kvstore) if spec.kvstore.startswith("dist") else None
+        self.rank, self.num_workers = (self.kv.rank, self.kv.num_workers) if self.kv else (0, 1)
+        self.devices = list(spec.contexts)
+        self.batch_size = train_cfg.batch_per_device * len(self.devices)
+        self.history = []
+        self.seen_ids = []
+        os.makedirs(spec.out_dir, exist_ok=True)
+
+    # -- graph and module ------------------------------------------------------------------
+    def _symbol(self):
+        net = self.recipe.network
+        heatmaps = build_heatmaps(net, ctx=self.devices[0])
+        sym = training_symbol(heatmaps, self.loss_cfg, net.heatmap_size)
+        return freeze_batchnorm(sym) if self.spec.freeze_bn else sym
+
+    def _optimizer_params(self) -> dict:
+        sched = mx.lr_scheduler.MultiFactorScheduler(step=list(self.cfg.lr_steps), factor=self.cfg.lr_factor,
+                                                     base_lr=self.cfg.lr) if self.cfg.lr_steps else None
+        # Each device's loss is a mean over its own rows; summed gradients are rescaled to the mean.
+        return {"learning_rate": self.cfg.lr, "wd": self.cfg.wd, "lr_scheduler": sched,
+                "rescale_grad": 1.0 / (len(self.devices) * self.num_workers)}
+
+    def _module(self, train_iter):
+        sym = self._symbol()
+        mod = mx.mod.Module(sym, data_names=["data"], label_names=label_names(self.loss_cfg), context=self.devices)
+        mod.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label, for_training=True)
+        return sym, mod
+
+    def _init_params(self, mod):
+        mx.random.seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed)
+        arg, aux = None, None
+        if self.spec.pretrained:
+            arg, aux = ckpt.load_params(*self.spec.pretrained)
+            known = set(mod._param_names) | set(mod._aux_names)
+            LOG.info("pretrained %s: %d of %d tensors match this graph", self.spec.pretrained[0],
+                     len((set(arg) | set(aux)) & known), len(known))
+        mod.init_params(XAVIER, arg_params=arg, aux_params=aux, allow_missing=True, allow_extra=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        start_step, state = 0, {}
+        if self.spec.resume:
+            last = ckpt.latest_step(self.prefix)
+            if last is not None:
+                start_step, state = last, ckpt.load_state(self.prefix, last)
+        dcfg = data_config(self.recipe, self.loss_cfg, self.batch_size, True, self.cfg.seed, self.cfg.num_workers,
+                           shard=(self.rank, self.num_workers))
+        first = AlignIter(self.spec.train_rec, dcfg)
+        per_epoch = first.num_batches
+        first.close()
+        if per_epoch == 0:
+            raise ConfigError("train.batch_per_device", f"{self.spec.train_rec} has fewer records than one batch")
+        epoch, skip = divmod(start_step, per_epoch)
+        self.first_epoch = epoch
+        train_iter = AlignIter(self.spec.train_rec, replace(dcfg, epoch=epoch, skip_batches=skip))
+        sym, mod = self._module(train_iter)
+        if start_step:
+            arg, aux = ckpt.load_params(self.prefix, start_step)
+            mod.init_params(XAVIER, arg_params=arg, aux_params=aux, allow_missing=False)
+        else:
+            self._init_params(mod)
+        mod.init_optimizer(kvstore=self.kv or self.spec.kvstore, optimizer=self.cfg.optimizer,
+                           optimizer_params=self._optimizer_params())
+        if start_step and os.path.exists("%s-%04d.states" % (self.prefix, start_step)):
+            mod.load_optimizer_states("%s-%04d.states" % (self.prefix, start_step))
+        self.history = state.get("history", [])
+        return self._loop(sym, mod, train_iter, start_step)
+
+    def _loop(self, sym, mod, train_iter, step) -> dict:
+        n_stack = self.recipe.network.stacks
+        handlers = self._install_signal_handlers()
+        bar = tqdm(total=self.cfg.max_steps, initial=step, desc="train", disable=not self.spec.progress,
+                   dynamic_ncols=True)
+        last_metrics, window, tick = {}, [], time.time()
+        try:
+            while step < self.cfg.max_steps and not self.stop_requested:
+                try:
+                    batch = train_iter.next()
+                except StopIteration:
+                    train_iter.reset()
+                    continue
+                mod.forward_backward(batch)
+                mod.update()
+                step += 1
+                if train_iter.epoch == self.first_epoch and len(self.seen_ids) < 4096:
+                    self.seen_ids.extend(int(i) for i in batch.record_id[:len(batch.record_id) - batch.pad])
+                outs = mod.get_outputs()
+                losses = [float(o.asnumpy().mean()) for o in outs[:-1]]
+                if not all(math.isfinite(v) for v in losses):
+                    raise TrainingDiverged(f"loss became {losses} at step {step}; the last good checkpoint "
+                                           f"({self.prefix}-{ckpt.latest_step(self.prefix)}) is kept")
+                window.append(losses)
+                bar.update(1)
+                if step % self.cfg.log_every == 0 or step == self.cfg.max_steps:
+                    self._log(mod, step, window, time.time() - tick, n_stack)
+                    bar.set_postfix(loss="%.4f" % sum(np.mean(window, axis=0)[:n_stack]))
+                    window, tick = [], time.time()
+                if self.rank == 0 and self.spec.val_recs and (step % self.cfg.val_every == 0 or step == self.cfg.max_steps):
+                    last_metrics = self.validate(mod)
+                    self._write_log({"step": step, "val": last_metrics})
+                saved = step % self.cfg.checkpoint_every == 0 or step == self.cfg.max_steps
+                if saved:
+                    self._save(sym, mod, step, train_iter)
+                if self.step_callback:  # after the save: a test hook may corrupt state or raise signals
+                    self.step_callback(self, step, mod)
+                if self.stop_requested and not saved:
+                    self._save(sym, mod, step, train_iter)
+        finally:
+            bar.close()
+            train_iter.close()
+            self._restore_signal_handlers(handlers)
+        if self.stop_requested:
+            LOG.warning("stopped by signal at step %d; checkpoint saved", step)
+        if self.kv is not None:
+            ckpt.atomic_write(str(Path(self.spec.out_dir) / ("worker-%d.json" % self.rank)), json.dumps(
+                {"rank": self.rank, "num_workers": self.num_workers, "record_ids": sorted(set(self.seen_ids))}), "w")
+        self._plot()
+        return {"step": step, "val": last_metrics, "stopped": self.stop_requested}
+
+    # -- pieces ------------------------------------------------------------------------------
+    def validate(self, mod) -> dict:
+        net = self.recipe.network
+        inference = mx.mod.Module(get_symbol(net, ctx=self.devices[0]), data_names=["data"], label_names=None,
+                                  context=self.devices[0])
+        batch = max(1, min(32, self.batch_size))
+        inference.bind(data_shapes=[("data", (batch, 3, net.input_size, net.input_size))], for_training=False)
+        arg, aux = mod.get_params()
+        inference.set_params(arg, aux, allow_missing=False, allow_extra=True)
+        results = {}
+        for name, rec in self.spec.val_recs.items():
+            vcfg = DataConfig(batch_size=batch, input_size=net.input_size, heatmap_size=net.heatmap_size,
+                              train=False, shuffle=False, num_workers=0)
+            norm = default_normaliser(name)
+            nme, errors = nme_of_rec(inference, rec, vcfg, norm, self.cfg.decoder)
+            results[name] = {"nme": nme, "normaliser": norm, "count": int(len(errors))}
+        return results
+
+    def _log(self, mod, step, window, seconds, n_stack):
+        mean = np.mean(window, axis=0)
+        entry = {"step": step, "lr": mod._optimizer.learning_rate if mod._optimizer else None,
+                 "loss": float(sum(mean[:n_stack])), "stack_losses": [float(v) for v in mean[:n_stack]],
+                 "samples_per_s": len(window) * self.batch_size / max(seconds, 1e-9)}
+        if len(mean) > n_stack:
+            entry["coherent_loss"] = float(mean[n_stack])
+        self.history.append({"step": step, "loss": entry["loss"]})
+        self._write_log(entry)
+
+    def _write_log(self, entry):
+        if self.rank == 0:
+            with open(Path(self.spec.out_dir) / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def _save(self, sym, mod, step, train_iter):
+        if self.rank != 0:
+            return
+        arg, aux = mod.get_params()
+        states = None
+        if mod._update_on_kvstore and mod._kvstore is not None and not mod._kvstore.type.startswith("dist"):
+            tmp = "%s-%04d.states.tmp" % (self.prefix, step)
+            mod._kvstore.save_optimizer_states(tmp, dump_optimizer=True)
+            states = open(tmp, "rb").read()
+            os.unlink(tmp)
+        elif mod._updater is not None:
+            states = mod._updater.get_states(dump_optimizer=True)
+        ckpt.save_checkpoint(self.prefix, step, sym, arg, aux, states,
+                             {"epoch": train_iter.epoch, "batches_done": train_iter.batches_done,
+                              "recipe": self.recipe.name, "history": self.history})
+
+    def _plot(self):
+        if self.rank != 0 or not self.history:
+            return
+        try:
+            from .plots import plot_training_curves
+
+            plot_training_curves(Path(self.spec.out_dir) / "train_log.jsonl", Path(self.spec.out_dir) / "curves.png")
+        except ImportError:  # matplotlib missing: the JSON log still has every number
+            LOG.warning("matplotlib unavailable: no training curves PNG")
+
+    def _install_signal_handlers(self):
+        def request_stop(signum, _frame):
+            LOG.warning("signal %d: finishing this step, saving a checkpoint, then exiting", signum)
+            self.stop_requested = True
+
+        try:
+            return {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals stay with the caller
+            return {}
+
+    @staticmethod
+    def _restore_signal_handlers(handlers):
+        for s, h in handlers.items():
+            signal.signal(s, h)
