@@ -1,44 +1,54 @@
 """Predict landmarks on a packed test set and score them (shared by training and test_nme)."""
 from __future__ import annotations
 
-import mxnet as mx
 import numpy as np
 
 from .data.config import DataConfig
+from .data.flip import FLIP_PERMUTATION
 from .data.iterator import AlignIter
-from .metrics import decode_heatmaps, heatmap_to_input, per_image_nme
+from .metrics import decode, per_image_nme
 
 
-def predict_rec(module: mx.mod.Module, rec_path: str, data_cfg: DataConfig, decoder: str = "subpixel",
-                flip_tta: bool = False) -> tuple:
-    """(pred (N, 68, 2), gt (N, 68, 2), record ids (N,)) in the 128-px input frame.
+def flip_average(model, images: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Test-time flip: mean of H(I) and the un-mirrored, channel-permuted H(mirror(I))."""
+    mirrored = model(images[..., ::-1].copy())
+    return (heat + mirrored[:, FLIP_PERMUTATION, :, ::-1]) / 2
 
-    `module` is a bound inference module whose first output is the heatmap.
+
+def predict_rec(model, rec_path: str, data_cfg: DataConfig, decoder: str = "subpixel", flip_tta: bool = False,
+                progress=None) -> dict:
+    """Points in the input frame for every record of a packed test set.
+
+    model: callable (N, 3, in, in) RGB 0..255 -> heatmaps (e.g. model.HeatmapModel).
+    Returns pred, gt (N, 68, 2), confidence (N, 68) heatmap peaks, record_id (N,), and
+    `widened`, how many crops needed the release's widen-and-retry.
     """
-    ratio = data_cfg.input_size / data_cfg.heatmap_size
-    preds, gts, ids = [], [], []
+    preds, gts, peaks, ids = [], [], [], []
     with AlignIter(rec_path, data_cfg) as it:
         for batch in it:
-            module.forward(mx.io.DataBatch(batch.data), is_train=False)
-            heat = module.get_outputs()[0].asnumpy()
+            real = data_cfg.batch_size - batch.pad
+            images = batch.data[0].asnumpy()[:real]
+            heat = model(images)
             if flip_tta:
-                from .data.flip import FLIP_PERMUTATION
-
-                flipped = mx.nd.flip(batch.data[0], axis=3)
-                module.forward(mx.io.DataBatch([flipped]), is_train=False)
-                heat = (heat + module.get_outputs()[0].asnumpy()[:, FLIP_PERMUTATION, :, ::-1]) / 2
-            real = len(heat) - batch.pad
-            pts, _ = decode_heatmaps(heat[:real], decoder)
-            preds.append(heatmap_to_input(pts, ratio))
+                heat = flip_average(model, images, heat)
+            pts, peak = decode(heat, decoder, data_cfg.input_size)
+            preds.append(pts)
+            peaks.append(peak)
             gts.append(batch.points[:real, :, :2])
             ids.append(batch.record_id[:real])
+            if progress is not None:
+                progress.update(real)
+        widened = it.widened
     if not preds:
-        return np.zeros((0, 68, 2)), np.zeros((0, 68, 2)), np.zeros((0,), dtype=np.int64)
-    return np.concatenate(preds), np.concatenate(gts), np.concatenate(ids)
+        empty = np.zeros((0, 68, 2))
+        return {"pred": empty, "gt": empty, "confidence": np.zeros((0, 68)), "record_id": np.zeros(0, int),
+                "widened": 0}
+    return {"pred": np.concatenate(preds), "gt": np.concatenate(gts), "confidence": np.concatenate(peaks),
+            "record_id": np.concatenate(ids), "widened": widened}
 
 
-def nme_of_rec(module, rec_path: str, data_cfg: DataConfig, normaliser: str, decoder: str = "subpixel") -> tuple:
+def nme_of_rec(model, rec_path: str, data_cfg: DataConfig, normaliser: str, decoder: str = "subpixel") -> tuple:
     """(mean NME, per-image NME) of a packed test set."""
-    pred, gt, _ = predict_rec(module, rec_path, data_cfg, decoder)
-    errors = per_image_nme(pred, gt, normaliser)
+    out = predict_rec(model, rec_path, data_cfg, decoder)
+    errors = per_image_nme(out["pred"], out["gt"], normaliser)
     return float(errors.mean()) if len(errors) else float("nan"), errors

@@ -52,6 +52,36 @@ def heatmap_to_input(points: np.ndarray, ratio: float) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64) + 0.5) * ratio - 0.5
 
 
+DECODERS = ("release", "argmax", "subpixel")
+
+
+def decode_release(heatmaps: np.ndarray, input_size: int) -> tuple:
+    """The release's decoder: each heatmap resized to the input size (bilinear), then argmax."""
+    import cv2
+
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    n, k = hm.shape[:2]
+    pts = np.zeros((n, k, 2), dtype=np.float64)
+    peaks = hm.reshape(n, k, -1).max(axis=2)
+    for i in range(n):
+        # cv2 resizes up to 512 channels at once: (H, W, K) in, (in, in, K) out.
+        big = cv2.resize(hm[i].transpose(1, 2, 0), (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+        big = big.reshape(input_size * input_size, k)
+        y, x = np.divmod(big.argmax(axis=0), input_size)
+        pts[i, :, 0], pts[i, :, 1] = x, y
+    return pts, peaks
+
+
+def decode(heatmaps: np.ndarray, method: str, input_size: int) -> tuple:
+    """Heatmaps -> (points in the input frame (N, K, 2), peak values (N, K)) by a named decoder."""
+    if method == "release":
+        return decode_release(heatmaps, input_size)
+    if method not in DECODERS:
+        raise ValueError(f"unknown decoder {method!r}; choose one of {', '.join(DECODERS)}")
+    pts, peaks = decode_heatmaps(heatmaps, method)
+    return heatmap_to_input(pts, input_size / heatmaps.shape[-1]), peaks
+
+
 def normaliser(gt: np.ndarray, kind: str) -> np.ndarray:
     """Per-image normalising distance (N,) for ground truth (N, 68, 2+)."""
     g = np.asarray(gt, dtype=np.float64)[..., :2]

@@ -27,6 +27,7 @@ from .errors import AlignError, ConfigError
 from .evaluate import nme_of_rec
 from .losses import LossConfig, label_names, training_symbol
 from .metrics import default_normaliser
+from .model import HeatmapModel
 from .recipe import Recipe
 
 LOG = logging.getLogger(__name__)
@@ -256,18 +257,16 @@ class Trainer:
     # -- pieces ------------------------------------------------------------------------------
     def validate(self, mod) -> dict:
         net = self.recipe.network
-        inference = mx.mod.Module(get_symbol(net, ctx=self.devices[0]), data_names=["data"], label_names=None,
-                                  context=self.devices[0])
         batch = max(1, min(32, self.batch_size))
-        inference.bind(data_shapes=[("data", (batch, 3, net.input_size, net.input_size))], for_training=False)
         arg, aux = mod.get_params()
-        inference.set_params(arg, aux, allow_missing=False, allow_extra=True)
+        model = HeatmapModel(get_symbol(net, ctx=self.devices[0]), arg, aux, [self.devices[0]], batch,
+                             net.input_size)
         results = {}
         for name, rec in self.spec.val_recs.items():
             vcfg = DataConfig(batch_size=batch, input_size=net.input_size, heatmap_size=net.heatmap_size,
-                              train=False, shuffle=False, num_workers=0)
+                              train=False, shuffle=False, num_workers=0, last_batch="pad")
             norm = default_normaliser(name)
-            nme, errors = nme_of_rec(inference, rec, vcfg, norm, self.cfg.decoder)
+            nme, errors = nme_of_rec(model, rec, vcfg, norm, self.cfg.decoder)
             results[name] = {"nme": nme, "normaliser": norm, "count": int(len(errors))}
         return results
 
@@ -300,7 +299,8 @@ class Trainer:
             states = mod._updater.get_states(dump_optimizer=True)
         ckpt.save_checkpoint(self.prefix, step, sym, arg, aux, states,
                              {"epoch": train_iter.epoch, "batches_done": train_iter.batches_done,
-                              "recipe": self.recipe.name, "history": self.history})
+                              "recipe": self.recipe.name, "network": self.recipe.network.to_dict(),
+                              "history": self.history})
 
     def _plot(self):
         if self.rank != 0 or not self.history:

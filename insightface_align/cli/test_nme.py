@@ -1,0 +1,141 @@
+"""Evaluate a checkpoint on packed test sets (or raw dataset folders): NME, failure rate, AUC, CED.
+
+Examples:
+  tools/test_nme.py --prefix runs/sdu-2d/model --epoch 30000 --rec data/300w/ibug.rec data/300w/cofw_testset.rec
+  tools/test_nme.py --prefix model/deploy --epoch 0 --dataset aflw2000:/data/AFLW2000 --out results/
+Writes OUT/NAME-summary.json, NAME-per_image.csv, NAME-ced.csv, NAME-ced.png per test set.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write
+from ..errors import AlignError
+from ..metrics import DECODERS, NORMALISERS, ced, default_normaliser, per_image_nme, summarise
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prefix", required=True, help="checkpoint prefix (PREFIX-symbol.json, PREFIX-EPOCH.params)")
+    p.add_argument("--epoch", type=int, required=True, help="checkpoint number (step for our runs, 0 for exports)")
+    src = p.add_argument_group("test sets (at least one)")
+    src.add_argument("--rec", nargs="*", default=[], help="packed test sets (ours or the release's .rec)")
+    src.add_argument("--dataset", nargs="*", default=[], metavar="FORMAT:PATH",
+                     help="raw dataset folders read by the readers, e.g. 300w:/data/ibug aflw2000:/data/AFLW2000")
+    p.add_argument("--ctx", default="cpu", help="cpu, or GPU ids such as 0 or 0,1")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--normaliser", choices=NORMALISERS, default=None,
+                   help="default by set name: ibug/cofw eye_centre, 300W outer_corners, menpo box_diagonal, "
+                        "AFLW2000 box_sqrt")
+    p.add_argument("--decoder", choices=DECODERS, default="subpixel", help="heatmap decoder")
+    p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
+    p.add_argument("--threshold", type=float, default=0.10, help="failure / AUC threshold (fraction)")
+    p.add_argument("--out", default=None, help="folder for the CSV/JSON/PNG outputs (default: no files)")
+    args = p.parse_args(argv)
+    if not args.rec and not args.dataset:
+        p.error("give --rec and/or --dataset")
+    return args
+
+
+def _set_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def _csv_text(header, rows) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_reports(out_dir: str, name: str, result: dict, errors: np.ndarray, summary: dict, threshold: float):
+    from ..plots import plot_ced
+
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, name)
+    atomic_write(base + "-summary.json", json.dumps(summary, indent=1), "w")
+    rows = [[int(i), "%.6f" % e] + ["%.3f" % v for v in p.reshape(-1)]
+            for i, e, p in zip(result["record_id"], errors, result["pred"])]
+    header = ["record_id", "nme"] + [f"{a}{k}" for k in range(68) for a in ("x", "y")]
+    atomic_write(base + "-per_image.csv", _csv_text(header, rows), "w")
+    xs, frac = ced(errors, threshold)
+    atomic_write(base + "-ced.csv", _csv_text(["nme", "fraction"], [["%.5f" % x, "%.5f" % f] for x, f in zip(xs, frac)]),
+                 "w")
+    plot_ced({name: (xs, frac)}, threshold, base + "-ced.png", title=f"{name}: CED")
+
+
+def evaluate_sets(args) -> list:
+    from ..data.config import DataConfig
+    from ..model import HeatmapModel, contexts_from_string
+
+    model = HeatmapModel.load(args.prefix, args.epoch, contexts_from_string(args.ctx), args.batch_size)
+    sets = [(_set_name(r), r) for r in args.rec]
+    tmp = None
+    if args.dataset:
+        from ..datasets.layout import make_reader
+        from ..pack import pack_dataset
+
+        tmp = tempfile.TemporaryDirectory(prefix="test_nme-")
+        for spec in args.dataset:
+            fmt, _, path = spec.partition(":")
+            if not path:
+                raise AlignError(f"--dataset {spec!r}: expected FORMAT:PATH")
+            name = _set_name(path)
+            reader = make_reader(fmt, [path], cache_dir=os.path.join(tmp.name, "cache-" + name))
+            pack_dataset(reader, tmp.name, name, progress=sys.stderr.isatty())
+            sets.append((name, os.path.join(tmp.name, name + ".rec")))
+    reports = []
+    try:
+        for name, rec in sets:
+            if not os.path.exists(rec):
+                raise AlignError(f"{rec}: test set not found")
+            cfg = DataConfig(batch_size=args.batch_size, input_size=model.input_size,
+                             heatmap_size=model.heatmap_size, train=False, shuffle=False, num_workers=0, last_batch="pad")
+            from ..data.recfile import RecordFile
+
+            total = len(RecordFile(rec))
+            with tqdm(total=total, desc=name, unit="img", disable=not sys.stderr.isatty()) as bar:
+                from ..evaluate import predict_rec
+
+                result = predict_rec(model, rec, cfg, args.decoder, args.flip_tta, progress=bar)
+            norm = args.normaliser or default_normaliser(name)
+            errors = per_image_nme(result["pred"], result["gt"], norm)
+            summary = dict(summarise(errors, args.threshold), set=name, rec=rec, normaliser=norm,
+                           decoder=args.decoder, flip_tta=args.flip_tta, widened=result["widened"],
+                           checkpoint=f"{args.prefix},{args.epoch}")
+            if args.out:
+                write_reports(args.out, name, result, errors, summary, args.threshold)
+            reports.append(summary)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return reports
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        reports = evaluate_sets(args)
+    except AlignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"| set | images | normaliser | NME (%) | failure@{args.threshold:g} (%) | AUC@{args.threshold:g} |")
+    print("|---|---|---|---|---|---|")
+    for r in reports:
+        print(f"| {r['set']} | {r['count']} | {r['normaliser']} | {100 * r['nme']:.3f} | "
+              f"{100 * r['failure_rate']:.2f} | {r['auc']:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
