@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Throughput of the training iterator (samples/s) and where its time goes.
+
+Packs a synthetic release-layout .rec when none is given, then times AlignIter with
+coherent pairs for heatmap and coordinate targets, with and without reduced-resolution
+JPEG decoding, in-process and with workers, and profiles one in-process run to split
+the time into read / decode / warp / targets / batching.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from insightface_align.data.config import DataConfig  # noqa: E402
+from insightface_align.data.iterator import AlignIter  # noqa: E402
+from insightface_align.data.testing import random_face, write_release_rec  # noqa: E402
+
+STAGES = {  # profile function name -> stage (cv2 builtins appear as '<name>')
+    "imdecode": "decode", "warpAffine": "warp", "render_heatmaps": "targets",
+    "read_sample": "read", "_plan": "augment plan",
+}
+
+
+def make_rec(prefix: str, count: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    faces = (random_face(rng) for _ in range(count))
+    write_release_rec(prefix, tqdm(faces, total=count, desc="packing synthetic .rec", leave=False, mininterval=2))
+    return prefix + ".rec"
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), 0 when unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def run(rec: str, cfg: DataConfig, batches: int) -> tuple:
+    """(samples/s wall clock, CPU ms per sample over main + workers) after one warm-up batch."""
+    with AlignIter(rec, cfg) as it:
+        n, seen = 0, 0
+        it.next()
+        cpu0 = time.process_time() + sum(proc_cpu_seconds(p) for p in it.worker_pids)
+        t = time.perf_counter()
+        while seen < batches:
+            try:
+                b = it.next()
+            except StopIteration:
+                it.reset()
+                continue
+            n += b.data[0].shape[0]
+            seen += 1
+        wall = time.perf_counter() - t
+        cpu = time.process_time() + sum(proc_cpu_seconds(p) for p in it.worker_pids) - cpu0
+        return n / wall, 1e3 * cpu / n
+
+
+def profile(rec: str, cfg: DataConfig, batches: int) -> tuple:
+    """Per-stage seconds of an in-process run (cProfile, inclusive times)."""
+    prof = cProfile.Profile()
+    with AlignIter(rec, cfg.replace(num_workers=0)) as it:
+        it.next()
+        prof.enable()
+        t = time.perf_counter()
+        for _ in range(batches):
+            try:
+                it.next()
+            except StopIteration:
+                it.reset()
+        total = time.perf_counter() - t
+        prof.disable()
+    stats = pstats.Stats(prof).stats
+    stages = dict.fromkeys(list(STAGES.values()), 0.0)
+    for (_file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.items():
+        for key, stage in STAGES.items():
+            if name in (key, f"<{key}>"):   # cv2 builtins show as '<warpAffine>'
+                stages[stage] += ct
+    # _plan includes nothing of the others; read_sample excludes decoding (done by _decode).
+    stages["batching/other"] = total - sum(stages.values())
+    return total, stages
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rec", help="existing release-layout .rec (default: pack a synthetic one)")
+    ap.add_argument("--records", type=int, default=1000, help="synthetic records to pack")
+    ap.add_argument("--batch-size", type=int, default=40)
+    ap.add_argument("--batches", type=int, default=60, help="timed batches per configuration")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--pairs", default="both", choices=["affine", "flip", "both", "none"])
+    ap.add_argument("--sigma", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    pairs = None if args.pairs == "none" else args.pairs
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = args.rec or make_rec(os.path.join(tmp, "bench"), args.records, 0)
+        size = os.path.getsize(rec) / 1e3
+        print(f"records: {rec} ({size / 1e3:.1f} MB), batch {args.batch_size}, pairs={pairs}, "
+              f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+        ncpu = os.cpu_count() or 1
+        print(f"{'targets':8} {'reduced':7} {'workers':7} {'samples/s':>10} {'cpu ms/sample':>14} "
+              f"{f'idle {ncpu}-core estimate':>22}")
+        for label_mode in ("heatmap", "coords"):
+            for reduced in ("never", "auto", "always"):
+                for nw in args.workers:
+                    cfg = DataConfig(batch_size=args.batch_size, pairs=pairs, label_mode=label_mode,
+                                     sigma=args.sigma, num_workers=nw, reduced_decode=reduced)
+                    rate, cpu_ms = run(rec, cfg, args.batches)
+                    # CPU time is what the machine must supply; on idle cores the workers (or the
+                    # single process) can use at most min(ncpu, workers or 1) of them.
+                    est = 1e3 / cpu_ms * min(ncpu, max(nw, 1))
+                    print(f"{label_mode:8} {reduced:7} {nw:7d} {rate:10.0f} {cpu_ms:14.3f} {est:22.0f}",
+                          flush=True)
+        for reduced in ("never", "always"):
+            cfg = DataConfig(batch_size=args.batch_size, pairs=pairs, sigma=args.sigma, reduced_decode=reduced)
+            total, stages = profile(rec, cfg, args.batches)
+            n = args.batches * args.batch_size
+            print(f"\nin-process profile, heatmap targets, reduced_decode={reduced}: "
+                  f"{n / total:.0f} samples/s under cProfile")
+            for name, sec in stages.items():
+                print(f"  {name:15} {1e3 * sec / n:6.3f} ms/sample  {100 * sec / total:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
