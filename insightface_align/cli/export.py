@@ -1,0 +1,117 @@
+"""Export a checkpoint for deployment: inference-only graph (+ optional BN folding, MKLDNN
+fusion, INT8 quantisation, ONNX), and report NME before/after on a test set.
+
+Examples:
+  tools/export.py --prefix runs/sdu-2d/model --epoch 30000 --out deploy/sdu-2d
+  tools/export.py --prefix runs/demo/model --epoch 1800 --out deploy/demo --fold-bn --int8 \\
+      --calib-rec data/synth2d/train.rec --check-rec data/synth2d/test.rec
+Outputs OUT-symbol.json + OUT-0000.params (plus OUT-folded-*, OUT-int8-*, OUT.onnx when asked).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..errors import AlignError
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--epoch", type=int, required=True)
+    p.add_argument("--out", required=True, help="output prefix for the deploy checkpoint")
+    p.add_argument("--dcn-impl", choices=["native", "fast"], default=None,
+                   help="deformable convolution in the exported graph (default: fast; native for GPU)")
+    p.add_argument("--fold-bn", action="store_true", help="also write OUT-folded: BatchNorm folded into convs")
+    p.add_argument("--mkldnn", action="store_true", help="also write OUT-mkldnn: MKLDNN-fused graph (CPU only)")
+    p.add_argument("--int8", action="store_true", help="also write OUT-int8: MKLDNN INT8 quantised graph")
+    p.add_argument("--calib-rec", default=None, help="records for INT8 calibration (required with --int8)")
+    p.add_argument("--num-calib", type=int, default=320, help="calibration images")
+    p.add_argument("--onnx", action="store_true", help="also write OUT.onnx (graphs without deformable convs)")
+    p.add_argument("--check-rec", default=None, help="test set: print NME of each export beside the original")
+    return p.parse_args(argv)
+
+
+def load_images(rec: str, count: int, input_size: int = 128, heatmap_size: int = 64) -> np.ndarray:
+    """The first `count` validation crops of a packed set, (N, 3, in, in) RGB 0..255."""
+    from ..data.config import DataConfig
+    from ..data.iterator import AlignIter
+
+    cfg = DataConfig(batch_size=16, input_size=input_size, heatmap_size=heatmap_size, train=False, shuffle=False,
+                     num_workers=0, last_batch="discard")
+    out = []
+    with AlignIter(rec, cfg, copy=True) as it:
+        for batch in it:
+            out.append(batch.data[0].asnumpy())
+            if sum(len(o) for o in out) >= count:
+                break
+    if not out:
+        raise AlignError(f"{rec}: fewer than 16 records, cannot calibrate")
+    return np.concatenate(out)[:count]
+
+
+def check_nme(label: str, sym, arg, aux, rec: str) -> dict:
+    from ..data.config import DataConfig
+    from ..evaluate import nme_of_rec
+    from ..metrics import default_normaliser
+    from ..model import HeatmapModel
+
+    model = HeatmapModel(sym, arg, aux, batch_size=16)
+    cfg = DataConfig(batch_size=16, input_size=model.input_size, heatmap_size=model.heatmap_size, train=False,
+                     shuffle=False, num_workers=0, last_batch="pad")
+    norm = default_normaliser(rec.rsplit("/", 1)[-1])
+    nme, errors = nme_of_rec(model, rec, cfg, norm)
+    return {"export": label, "nme": nme, "images": int(len(errors)), "normaliser": norm}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from .. import export as ex
+
+    try:
+        if args.int8 and not args.calib_rec:
+            raise AlignError("--int8 needs --calib-rec (images to calibrate the INT8 ranges on)")
+        sym, arg, aux = ex.deploy_graph(args.prefix, args.epoch, args.dcn_impl)
+        ex.save_deploy(args.out, sym, arg, aux)
+        written = {"deploy": (args.out, sym, arg, aux)}
+        print(f"wrote {args.out}-symbol.json / {args.out}-0000.params (inference only)")
+        fsym, farg, faux = sym, arg, aux
+        if args.fold_bn or args.mkldnn or args.int8:
+            fsym, farg, faux, n = ex.fold_batchnorm(sym, dict(arg), dict(aux))
+            if args.fold_bn:
+                ex.save_deploy(args.out + "-folded", fsym, farg, faux)
+                written["folded"] = (args.out + "-folded", fsym, farg, faux)
+                print(f"wrote {args.out}-folded: {n} BatchNorms folded into convolutions")
+        if args.mkldnn:
+            msym = ex.mkldnn_graph(fsym)
+            ex.save_deploy(args.out + "-mkldnn", msym, farg, faux)
+            written["mkldnn"] = (args.out + "-mkldnn", msym, farg, faux)
+            print(f"wrote {args.out}-mkldnn (loads on MKLDNN builds of MXNet only)")
+        if args.int8:
+            images = load_images(args.calib_rec, args.num_calib)
+            qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images)
+            ex.save_deploy(args.out + "-int8", qsym, qarg, qaux)
+            written["int8"] = (args.out + "-int8", qsym, qarg, qaux)
+            print(f"wrote {args.out}-int8 (calibrated on {len(images)} images of {args.calib_rec})")
+        if args.onnx:
+            path = ex.export_onnx(sym, arg, aux, args.out + ".onnx")
+            print(f"wrote {path}")
+        if args.check_rec:
+            rows = [check_nme(k, s, a, x, args.check_rec) for k, (_, s, a, x) in written.items()]
+            base = rows[0]["nme"]
+            print("| export | NME (%) | change vs deploy |\n|---|---|---|")
+            for r in rows:
+                print(f"| {r['export']} | {100 * r['nme']:.3f} | {100 * (r['nme'] / base - 1):+.2f}% |")
+            with open(args.out + "-check.json", "w") as f:
+                json.dump(rows, f, indent=1)
+    except (AlignError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Deploy exports: plain-MXNet loading, BN folding, native/fast DCN, INT8, ONNX."""
+import json
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from insightface_align import export as ex
+from insightface_align.data.testing import random_face, write_release_rec
+from insightface_align.model import HeatmapModel
+from insightface_align.recipe import load_recipe
+from insightface_align.train import RunSpec, TrainConfig, Trainer
+
+
+def _train(root, recipe_name, steps=2):
+    rng = np.random.default_rng(7)
+    if not (root / "train.rec").exists():
+        write_release_rec(str(root / "train"), [random_face(rng) for _ in range(8)])
+    recipe = load_recipe(recipe_name, multiplier=0.125, dcn_impl="fast")
+    Trainer(recipe, TrainConfig(max_steps=steps, batch_per_device=4, lr=0.01, lr_steps=(100,), num_workers=0),
+            RunSpec(str(root / "train.rec"), str(root / recipe_name), progress=False)).run()
+    return str(root / recipe_name / "model"), steps
+
+
+@pytest.fixture(scope="module")
+def dcn_ckpt(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("dcn"), "sdu-inside")
+
+
+@pytest.fixture(scope="module")
+def plain_ckpt(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("plain"), "sdu-nodcn")
+
+
+def _images(n=2):
+    return np.random.RandomState(0).uniform(0, 255, (n, 3, 128, 128)).astype(np.float32)
+
+
+def test_deploy_loads_with_plain_mxnet_without_project(dcn_ckpt, tmp_path):
+    prefix, epoch = dcn_ckpt
+    sym, arg, aux = ex.deploy_graph(prefix, epoch)
+    ex.save_deploy(str(tmp_path / "deploy"), sym, arg, aux)
+    expected = HeatmapModel(sym, arg, aux, batch_size=1)(_images(1))
+    np.save(tmp_path / "x.npy", _images(1))
+    script = f"""
+import sys, numpy as np, mxnet as mx
+assert 'insightface_align' not in sys.modules
+sym, arg, aux = mx.model.load_checkpoint({str(tmp_path / 'deploy')!r}, 0)
+out = sym.get_internals()['heatmap_output']
+mod = mx.mod.Module(out, data_names=['data'], label_names=None)
+mod.bind(data_shapes=[('data', (1, 3, 128, 128))], for_training=False)
+mod.set_params(arg, aux)
+mod.forward(mx.io.DataBatch([mx.nd.array(np.load({str(tmp_path / 'x.npy')!r}))]), is_train=False)
+np.save({str(tmp_path / 'y.npy')!r}, mod.get_outputs()[0].asnumpy())
+"""
+    subprocess.run([sys.executable, "-I", "-c", script], check=True, cwd=str(tmp_path))
+    got = np.load(tmp_path / "y.npy")
+    assert got.shape == (1, 68, 64, 64)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    graph = json.loads(sym.tojson())
+    assert not any(n["op"] == "MakeLoss" for n in graph["nodes"]), "no loss heads in a deploy graph"
+    assert set(arg) == set(sym.list_arguments()) - {"data"}
+
+
+def test_native_and_fast_exports_agree(dcn_ckpt):
+    prefix, epoch = dcn_ckpt
+    outs = {}
+    for impl in ("native", "fast"):
+        sym, arg, aux = ex.deploy_graph(prefix, epoch, impl)
+        ops = {n["op"] for n in json.loads(sym.tojson())["nodes"]}
+        assert ("_contrib_DeformableConvolution" in ops) == (impl == "native")
+        outs[impl] = HeatmapModel(sym, arg, aux, batch_size=2)(_images())
+    # Same parameters, same function: differences only where a float32 sample coordinate lands
+    # within rounding of a pixel boundary (a handful of the 557k outputs).
+    diff = np.abs(outs["fast"] - outs["native"])
+    assert np.linalg.norm(diff) / np.linalg.norm(outs["native"]) < 1e-3
+    assert np.mean(diff > 1e-4 * np.abs(outs["native"]).max()) < 1e-4
+
+
+def test_batchnorm_folding_is_exact(dcn_ckpt):
+    prefix, epoch = dcn_ckpt
+    sym, arg, aux = ex.deploy_graph(prefix, epoch)
+    fsym, farg, faux, n = ex.fold_batchnorm(sym, dict(arg), dict(aux))
+    assert n > 0 and len(faux) < len(aux)
+    before = HeatmapModel(sym, arg, aux, batch_size=2)(_images())
+    after = HeatmapModel(fsym, farg, faux, batch_size=2)(_images())
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+
+
+def test_int8_export_close_to_fp32(plain_ckpt):
+    prefix, epoch = plain_ckpt
+    sym, arg, aux = ex.deploy_graph(prefix, epoch)
+    fsym, farg, faux, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
+    images = _images(16)
+    qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images, batch_size=8)
+    assert any("quantize" in n["op"] for n in json.loads(qsym.tojson())["nodes"])
+    fp32 = HeatmapModel(fsym, farg, faux, batch_size=2)(images[:2])
+    int8 = HeatmapModel(qsym, qarg, qaux, batch_size=2)(images[:2])
+    assert np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32) < 0.1
+
+
+def test_onnx_export_matches_mxnet_and_refuses_dcn(plain_ckpt, dcn_ckpt, tmp_path):
+    import onnxruntime as ort
+
+    prefix, epoch = plain_ckpt
+    sym, arg, aux = ex.deploy_graph(prefix, epoch)
+    path = ex.export_onnx(sym, arg, aux, str(tmp_path / "m.onnx"))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = _images(2)
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, HeatmapModel(sym, arg, aux, batch_size=2)(x), rtol=1e-3, atol=1e-4)
+    dsym, darg, daux = ex.deploy_graph(*dcn_ckpt)
+    with pytest.raises(ValueError, match="ONNX export is not possible"):
+        ex.export_onnx(dsym, darg, daux, str(tmp_path / "d.onnx"))
+    assert not (tmp_path / "d.onnx").exists()
