@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Landmarks on images (see insightface_align/cli/predict.py, or run with --help)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from insightface_align.cli.predict import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
