@@ -1,0 +1,93 @@
+"""What every reader shares: a list of work items, a per-item loader, and skips.
+
+A reader splits into `items()` (cheap, sorted, picklable: the packer hands them to
+worker processes) and `load(item)` (parses one annotation into a FaceSample).
+`load` raises DataError for a malformed file and SkipSample for a file that is fine
+but not wanted (e.g. Menpo's 39-point profile annotations). Iterating a reader
+yields samples, records SkipSample items in `reader.skipped` and lets DataError out.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import AlignError, DataError
+from .sample import FaceSample
+
+NUM_POINTS = 68
+
+
+class SkipSample(AlignError):
+    """A well-formed file the reader deliberately leaves out; the message says why."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: skipped, {reason}")
+
+
+class Reader:
+    """Base class: subclasses implement items() and load(item)."""
+
+    fmt = ""
+
+    def __init__(self):
+        self.skipped: list = []
+
+    def items(self) -> list:
+        raise NotImplementedError
+
+    def load(self, item) -> FaceSample:
+        raise NotImplementedError
+
+    def describe(self, item) -> str:
+        """A short name for an item in skip lists (its annotation file by default)."""
+        return str(item[0] if isinstance(item, tuple) else item)
+
+    def image_root(self) -> str:
+        """Folder that .lst paths are written relative to."""
+        return os.getcwd()
+
+    def __iter__(self):
+        self.skipped = []
+        for item in self.items():
+            try:
+                yield self.load(item)
+            except SkipSample as skip:
+                self.skipped.append((self.describe(item), skip.reason))
+
+    def __len__(self):
+        return len(self.items())
+
+
+def checked_points(values, path, line=None, n=NUM_POINTS, dims=2) -> np.ndarray:
+    """float32 (n, dims) points, all finite; DataError naming the file otherwise."""
+    arr = np.asarray(values)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(path, f"landmarks are not numeric (dtype {arr.dtype})", line)
+    if arr.shape != (n, dims):
+        raise DataError(path, f"landmarks have shape {arr.shape}, expected ({n}, {dims})", line)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise DataError(path, "landmarks contain NaN/inf or values too large for float32", line)
+    return arr
+
+
+def require_file(path, what: str, owner) -> str:
+    """Return `path` if it is a file; else DataError on the annotation that needs it."""
+    if path is None or not os.path.isfile(path):
+        raise DataError(owner, f"{what} not found" + (f": {path}" if path else ""))
+    return os.fspath(path)
+
+
+def sorted_files(root, suffix: str) -> list:
+    """All files under root whose name ends with suffix (case-insensitive), sorted by relative path."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):  # datasets are often symlinked in
+        dirs.sort()
+        for name in files:
+            if name.lower().endswith(suffix.lower()):
+                found.append(os.path.join(folder, name))
+    return sorted(found, key=lambda p: os.path.relpath(p, root))

@@ -1,0 +1,178 @@
+"""Pack any dataset reader into the release's indexed RecordIO (NAME.rec/.idx + .lst).
+
+Each face becomes one record (data/record.py): the 384x384 crop around the face box
+(or, without one, the tight landmark box) and its 136 label floats. Work is spread over
+processes; the parent writes records in the readers' sorted item order, so the same
+input always gives byte-identical files whatever the worker count. Files are written as
+NAME.*.tmp and renamed only after every item is done; on any error or Ctrl-C the
+temporaries are removed. Bad files (DataError) and deliberate skips (SkipSample) are
+counted and listed, never fatal.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import mxnet as mx
+import numpy as np
+from tqdm import tqdm
+
+from .data.record import crop_to_record, pack_record
+from .datasets.base import SkipSample
+from .datasets.images import load_image
+from .errors import DataError
+from .geometry import landmark_box
+
+BAD_FILE = "malformed or unreadable"
+OUTPUT_SUFFIXES = (".rec", ".idx", ".lst")
+
+
+@dataclass
+class PackSummary:
+    """What one pack run produced; `skipped` holds (item, reason kind, full message)."""
+
+    name: str
+    written: int = 0
+    skipped: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+
+    def reasons(self) -> Counter:
+        return Counter(kind for _, kind, _ in self.skipped)
+
+    def report(self) -> str:
+        lines = [f"{self.name}: {self.written} images written, {len(self.skipped)} skipped"]
+        lines += [f"  {count:6d} x {kind}" for kind, count in sorted(self.reasons().items())]
+        if self.skipped:
+            lines.append(f"{self.name}: skipped files:")
+            lines += [f"  {message}" for _, _, message in self.skipped]
+        lines += [f"  -> {path}" for path in self.files.values()]
+        return "\n".join(lines)
+
+
+_STATE = {}  # per worker process: set once by the pool initializer, read by _process
+
+
+def _init_worker(reader, quality: int, image_root: str) -> None:
+    """Pool initializer: Ctrl-C is handled by the parent only.
+
+    (No cv2.setNumThreads here: calling it in a forked child deadlocks OpenCV's pool.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _STATE.update(reader=reader, quality=quality, image_root=image_root)
+
+
+def _process(item) -> tuple:
+    return _process_with(_STATE, item)
+
+
+def _process_with(state: dict, item) -> tuple:
+    """Load, crop and encode one item: ("ok", record bytes, rel path) or ("skip", desc, kind, msg)."""
+    reader = state["reader"]
+    try:
+        sample = reader.load(item)
+        image = load_image(sample.image_path)
+        points = np.asarray(sample.points, dtype=np.float32)[:, :2]
+        box = sample.box if sample.box is not None else landmark_box(points)
+        crop, crop_points = crop_to_record(image, points, box)
+        record = pack_record(0, crop, crop_points, quality=state["quality"])
+    except SkipSample as skip:
+        return ("skip", reader.describe(item), skip.reason, str(skip))
+    except DataError as err:
+        return ("skip", reader.describe(item), BAD_FILE, str(err))
+    rel = os.path.relpath(os.path.abspath(sample.image_path), state["image_root"])
+    return ("ok", record, rel)
+
+
+def renumber(record: bytes, index: int) -> tuple:
+    """The record with header id `index` (what pack_record(index, ...) gives) and its label."""
+    header, payload = mx.recordio.unpack(record)
+    return mx.recordio.pack(header._replace(id=int(index)), payload), np.asarray(header.label, np.float32)
+
+
+def lst_line(index: int, label, rel_path: str) -> str:
+    """One im2rec-style .lst line: index, the 136 label values, the image path."""
+    return "\t".join([str(index)] + [f"{v:.6f}" for v in label] + [rel_path.replace(os.sep, "/")]) + "\n"
+
+
+def _start(items, workers: int, init_args) -> tuple:
+    """(result iterator in item order, pool or None). Work is submitted -- and the worker
+    processes forked -- right here, before any output file is open, so no child holds
+    a copy of the writer. A process pool executor, unlike multiprocessing.Pool, raises
+    BrokenProcessPool when a worker dies (e.g. a crashing decoder) instead of hanging."""
+    if workers <= 1:
+        state = dict(zip(("reader", "quality", "image_root"), init_args))
+        return (_process_with(state, item) for item in items), None
+    chunk = max(1, min(16, len(items) // (workers * 8)))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=init_args)
+    try:
+        return pool.map(_process, items, chunksize=chunk), pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def pack_dataset(reader, output_dir, name: str, workers: int | None = None, quality: int = 95,
+                 progress: bool = True) -> PackSummary:
+    """Write output_dir/NAME.rec, .idx and .lst from a reader; returns the summary.
+
+    Raises DataError if no item could be packed (nothing is written then).
+    """
+    if not name or os.sep in name or name.startswith("."):
+        raise ValueError(f"invalid set name {name!r}")
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    os.makedirs(output_dir, exist_ok=True)
+    final = {ext: os.path.join(output_dir, name + ext) for ext in OUTPUT_SUFFIXES}
+    temp = {ext: path + ".tmp" for ext, path in final.items()}
+    items = reader.items()
+    summary = PackSummary(name=name)
+    image_root = os.path.abspath(reader.image_root())
+    writer = lst = bar = None
+    results, pool = _start(items, workers, (reader, quality, image_root))
+    try:
+        writer = mx.recordio.MXIndexedRecordIO(temp[".idx"], temp[".rec"], "w")
+        lst = open(temp[".lst"], "w", encoding="utf-8", newline="\n")
+        bar = tqdm(total=len(items), desc=f"pack {name}", unit="img", disable=not progress)
+        for result in results:
+            if result[0] == "ok":
+                record, label = renumber(result[1], summary.written)
+                writer.write_idx(summary.written, record)
+                lst.write(lst_line(summary.written, label, result[2]))
+                summary.written += 1
+            else:
+                summary.skipped.append(result[1:])
+            bar.update(1)
+        writer.close()
+        lst.close()
+        if summary.written == 0:
+            raise DataError(image_root, f"no usable samples for {name!r} ({len(summary.skipped)} skipped)")
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        if lst is not None:
+            lst.close()
+        _remove(temp.values())
+        raise
+    bar.close()
+    if pool is not None:
+        pool.shutdown(wait=True)
+    for ext in OUTPUT_SUFFIXES:
+        os.replace(temp[ext], final[ext])
+    summary.files = final
+    return summary
