@@ -10,12 +10,29 @@ STAMP := $(VENV)/.installed-$(MXNET)
 # Tests use one OpenMP thread per process: two pytest workers fill the two cores.
 TEST_ENV := OMP_NUM_THREADS=1 MXNET_ENGINE_TYPE=NaiveEngine
 
-.PHONY: install test demo bench clean help
+# Data and training knobs (make train-2d DATA=data/2d GPUS=0,1 RECIPE=sdu-2d).
+DATA ?=
+GPUS ?=
+CPUS ?= 1
+RECIPE ?=
+SYNTH_TRAIN ?= 3000
+SYNTH_TEST ?= 300
+WORKERS ?= 2
+DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
+
+.PHONY: install test demo bench bench-data data-synth data-synth-2d data-synth-3d data-2d data-3d \
+	train-2d train-3d stats clean help
 
 help:
-	@echo "make test    install into .venv and run the test suite"
-	@echo "make demo    synthetic data -> train the demo recipe on CPU -> evaluate -> report in runs/demo/"
-	@echo "make bench   run the benchmarks (slow; not part of the tests)"
+	@echo "make test                 install into .venv and run the test suite"
+	@echo "make demo                 synthetic data -> train the demo recipe on CPU -> evaluate -> export -> runs/demo/"
+	@echo "make data-synth           synthetic 2D and 3D sets packed into data/synth2d and data/synth3d"
+	@echo "make data-2d DATA=DIR     pack real 2D benchmark folders into data/2d"
+	@echo "make data-3d DATA=DIR     pack 300W-LP / AFLW2000-3D into data/3d"
+	@echo "make train-2d [DATA=data/2d] [GPUS=0,1] [RECIPE=sdu-2d]   (no DATA: synthetic set)"
+	@echo "make train-3d [DATA=data/3d] [GPUS=0,1] [RECIPE=sdu-3d]   (no DATA: synthetic set)"
+	@echo "make stats                Table 1 of the paper for every recipe"
+	@echo "make bench                benchmarks (slow; not part of the tests)"
 
 install: $(STAMP)
 
@@ -29,8 +46,49 @@ $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).tx
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
+demo: $(STAMP)
+	$(PY) tools/demo.py --out runs/demo --data data/synth2d --workers $(WORKERS)
+
+data-synth: data-synth-2d data-synth-3d
+
+data/synth2d/train.rec data-synth-2d: | $(STAMP)
+	$(PY) tools/make_synthetic.py --mode 2d --out data/synth2d-raw/train --count $(SYNTH_TRAIN) --seed 1 --workers $(WORKERS) --overwrite
+	$(PY) tools/make_synthetic.py --mode 2d --out data/synth2d-raw/test --count $(SYNTH_TEST) --seed 2 --workers $(WORKERS) --overwrite
+	$(PY) tools/pack_rec.py --format 300w --input data/synth2d-raw/train --output data/synth2d --name train --workers $(WORKERS)
+	$(PY) tools/pack_rec.py --format 300w --input data/synth2d-raw/test --output data/synth2d --name test --workers $(WORKERS)
+
+data/synth3d/train.rec data-synth-3d: | $(STAMP)
+	$(PY) tools/make_synthetic.py --mode 3d --out data/synth3d-raw/train --count $(SYNTH_TRAIN) --seed 3 --workers $(WORKERS) --overwrite
+	$(PY) tools/make_synthetic.py --mode 3d --out data/synth3d-raw/test --count $(SYNTH_TEST) --seed 4 --workers $(WORKERS) --overwrite
+	$(PY) tools/pack_rec.py --format aflw2000 --input data/synth3d-raw/train --output data/synth3d --name train --workers $(WORKERS)
+	$(PY) tools/pack_rec.py --format aflw2000 --input data/synth3d-raw/test --output data/synth3d --name aflw2000_synth --workers $(WORKERS)
+
+data-2d: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make data-2d DATA=/path/to/benchmark/folders"; exit 2; }
+	$(PY) tools/pack_rec.py --auto 2d --input $(DATA) --output data/2d --workers $(WORKERS)
+
+data-3d: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make data-3d DATA=/path/to/300W_LP-and-AFLW2000"; exit 2; }
+	$(PY) tools/pack_rec.py --auto 3d --input $(DATA) --output data/3d --workers $(WORKERS)
+
+train-2d: $(STAMP) $(if $(DATA),,data/synth2d/train.rec)
+	$(PY) tools/train.py --recipe $(or $(RECIPE),sdu-2d) --data $(or $(DATA),data/synth2d) $(DEVICES) \
+		$(if $(DATA),,--val test) --num-workers $(WORKERS)
+
+train-3d: $(STAMP) $(if $(DATA),,data/synth3d/train.rec)
+	$(PY) tools/train.py --recipe $(or $(RECIPE),sdu-3d) --data $(or $(DATA),data/synth3d) $(DEVICES) \
+		$(if $(DATA),,--val aflw2000_synth) --num-workers $(WORKERS)
+
+stats: $(STAMP)
+	$(PY) tools/model_stats.py
+
 bench: $(STAMP)
 	$(PY) tools/bench.py dcn
+	$(PY) tools/bench.py train
+	$(PY) tools/bench.py infer
+
+bench-data: $(STAMP) data/synth2d/train.rec
+	$(PY) tools/bench_data.py --rec data/synth2d/train.rec
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
