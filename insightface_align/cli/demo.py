@@ -24,7 +24,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data", default="data/synth2d", help="packed data folder (made here when missing)")
-    p.add_argument("--train-count", type=int, default=3000, help="synthetic training images to generate")
+    p.add_argument("--train-count", type=int, default=2000, help="synthetic training images to generate")
     p.add_argument("--test-count", type=int, default=300, help="synthetic test images to generate")
     p.add_argument("--recipe", default="demo")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's max_steps")
@@ -52,15 +52,16 @@ def make_data(data: Path, train_count: int, test_count: int, workers: int) -> No
              "--output", data, "--name", split, "--workers", workers])
 
 
-def evaluate(model, rec, decoder):
+def evaluate(model, rec, decoders):
+    """NME per image for each decoder, running the network once."""
     from ..data.config import DataConfig
-    from ..evaluate import predict_rec
+    from ..evaluate import predict_rec_decoders
     from ..metrics import per_image_nme
 
     cfg = DataConfig(batch_size=32, input_size=model.input_size, heatmap_size=model.heatmap_size, train=False,
                      shuffle=False, num_workers=0, last_batch="pad")
-    out = predict_rec(model, rec, cfg, decoder)
-    return out, per_image_nme(out["pred"], out["gt"], "outer_corners")
+    out = predict_rec_decoders(model, rec, cfg, decoders)
+    return {d: per_image_nme(p, out["gt"], "outer_corners") for d, p in out["preds"].items()}
 
 
 def samples_png(model, rec, path, count=8):
@@ -138,8 +139,8 @@ def main(argv=None) -> int:
     trained = HeatmapModel.load(str(out / "deploy"), 0, batch_size=32)
     rows, curves = [], {}
     for label, model in (("untrained", untrained), ("trained", trained)):
-        for decoder in ("release", "argmax", "subpixel"):
-            _, errors = evaluate(model, test_rec, decoder)
+        per_decoder = evaluate(model, test_rec, ("release", "argmax", "subpixel"))
+        for decoder, errors in per_decoder.items():
             s = summarise(errors, 0.10)
             rows.append((label, decoder, s))
             if decoder == "subpixel":

@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Benchmarks that need side-by-side measurement (the CPU is shared, so only ratios travel).
+
+    python tools/bench.py dcn                 # paper model: native DCN vs fast DCN vs no DCN
+    python tools/bench.py dcn --json out.json --repeats 3 --batch 8
+
+`dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
+a training step (forward + backward + SGD update of an MSE loss on every stack's
+heatmaps) at --batch and inference at --infer-batch, for dcn_impl native and fast and
+for the same network without DCN (dcn 0, the floor). Variants run round-robin on the
+same inputs so load from other processes hits them alike (training modules are bound
+one at a time: at batch 8 the floor takes ~6 GB, fast ~13 GB); medians are reported
+with their ratio to the floor.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from symbols.config import NetConfig  # noqa: E402
+
+VARIANTS = ("none", "native", "fast")
+
+
+def paper_config(variant: str, multiplier: float) -> NetConfig:
+    """The paper's model; variant 'none' drops the deformable convs (dcn=0)."""
+    dcn = 0 if variant == "none" else 3
+    impl = "native" if variant == "none" else variant
+    return NetConfig(block="cab", topology="sat3", depth=3, stacks=2, dcn=dcn, dcn_impl=impl,
+                     multiplier=multiplier)
+
+
+def _heatmaps(cfg: NetConfig):
+    from symbols import network
+
+    if hasattr(network, "build_heatmaps"):
+        return network.build_heatmaps(cfg)
+    return [network.get_symbol(cfg)]
+
+
+def train_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
+    """Bound module whose loss is the mean squared error of every stack's heatmaps."""
+    heatmaps = _heatmaps(cfg)
+    label = mx.sym.Variable("label")
+    loss = mx.sym.add_n(*[mx.sym.mean(mx.sym.square(h - label)) for h in heatmaps])
+    sym = mx.sym.MakeLoss(loss, name="loss")
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=["label"], context=mx.cpu())
+    size = cfg.heatmap_size
+    mod.bind(data_shapes=[("data", (batch, 3, cfg.input_size, cfg.input_size))],
+             label_shapes=[("label", (batch, cfg.num_classes, size, size))])
+    mx.random.seed(seed)
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 1e-6, "momentum": 0.9})
+    return mod
+
+
+def infer_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
+    from symbols import network
+
+    mod = mx.mod.Module(network.get_symbol(cfg), data_names=["data"], label_names=None, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (batch, 3, cfg.input_size, cfg.input_size))], for_training=False)
+    mx.random.seed(seed)
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    return mod
+
+
+def _sync(mod: mx.mod.Module) -> None:
+    for out in mod.get_outputs():
+        out.wait_to_read()
+    mx.nd.waitall()
+
+
+def time_train_step(mod, batch) -> float:
+    start = time.perf_counter()
+    mod.forward_backward(batch)
+    mod.update()
+    _sync(mod)
+    return time.perf_counter() - start
+
+
+def time_inference(mod, batch) -> float:
+    start = time.perf_counter()
+    mod.forward(batch, is_train=False)
+    _sync(mod)
+    return time.perf_counter() - start
+
+
+def bench_dcn(args) -> dict:
+    rng = np.random.RandomState(0)
+    probe = paper_config("none", args.width)
+    size, side = probe.heatmap_size, probe.input_size
+    train_batch = mx.io.DataBatch(
+        data=[mx.nd.array(rng.uniform(0, 255, (args.batch, 3, side, side)))],
+        label=[mx.nd.array(rng.uniform(0, 1, (args.batch, probe.num_classes, size, size)))])
+    infer_batch = mx.io.DataBatch(data=[mx.nd.array(rng.uniform(0, 255, (args.infer_batch, 3, side, side)))])
+    variants = [v for v in VARIANTS if v in args.variants]
+    results = {v: {"train": [], "infer": []} for v in variants}
+
+    # Inference first (small modules, all bound at once), round-robin after one warm-up.
+    infer_mods = {v: infer_module(paper_config(v, args.width), args.infer_batch, args.seed) for v in variants}
+    for v in variants:
+        time_inference(infer_mods[v], infer_batch)
+    for _ in tqdm(range(args.infer_repeats), desc="inference rounds", disable=args.quiet):
+        for v in variants:
+            results[v]["infer"].append(time_inference(infer_mods[v], infer_batch))
+    del infer_mods
+
+    if not args.skip_train:
+        # One bound training module at a time (three at batch 8 need > 24 GB): each round
+        # binds, warms up and times every variant in turn, then frees it.
+        for _ in tqdm(range(args.repeats), desc="training rounds", disable=args.quiet):
+            for v in variants:
+                mod = train_module(paper_config(v, args.width), args.batch, args.seed)
+                time_train_step(mod, train_batch)
+                results[v]["train"].append(time_train_step(mod, train_batch))
+                del mod
+                gc.collect()
+
+    summary = {"config": {"model": "cab/sat3/depth3/stacks2/dcn3", "width": args.width, "batch": args.batch,
+                          "infer_batch": args.infer_batch, "repeats": args.repeats,
+                          "infer_repeats": args.infer_repeats,
+                          "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+               "variants": {}}
+    for v in variants:
+        row = {}
+        for key in ("train", "infer"):
+            if results[v][key]:
+                row[key + "_seconds"] = float(np.median(results[v][key]))
+                row[key + "_all"] = [round(t, 4) for t in results[v][key]]
+        summary["variants"][v] = row
+    floor = summary["variants"].get("none", {})
+    for v, row in summary["variants"].items():
+        for key in ("train", "infer"):
+            if key + "_seconds" in row and key + "_seconds" in floor:
+                row[key + "_ratio"] = row[key + "_seconds"] / floor[key + "_seconds"]
+    return summary
+
+
+def markdown_table(summary: dict) -> str:
+    cfg = summary["config"]
+    lines = [f"| DCN | train step s (batch {cfg['batch']}) | x no-DCN | inference s (batch {cfg['infer_batch']}) | x no-DCN |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    names = {"none": "none (floor)", "native": "native", "fast": "fast"}
+
+    def cell(row, key, fmt):
+        return fmt % row[key] if key in row else "-"
+
+    for v, row in summary["variants"].items():
+        lines.append("| %s | %s | %s | %s | %s |" % (
+            names[v], cell(row, "train_seconds", "%.3f"), cell(row, "train_ratio", "%.2f"),
+            cell(row, "infer_seconds", "%.4f"), cell(row, "infer_ratio", "%.2f")))
+    return "\n".join(lines)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    dcn = sub.add_parser("dcn", help="paper model: training step and inference with native / fast / no DCN")
+    dcn.add_argument("--repeats", type=int, default=2,
+                     help="training rounds; each binds every variant, warms up and times one step "
+                          "(a native step takes ~40-70 s)")
+    dcn.add_argument("--infer-repeats", type=int, default=10, help="timed inference rounds per variant")
+    dcn.add_argument("--batch", type=int, default=8, help="training batch size")
+    dcn.add_argument("--infer-batch", type=int, default=1, help="inference batch size")
+    dcn.add_argument("--width", type=float, default=1.0, help="width multiplier of the network")
+    dcn.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                     help="which variants to run (ratios need 'none')")
+    dcn.add_argument("--skip-train", action="store_true", help="only time inference")
+    dcn.add_argument("--seed", type=int, default=0)
+    dcn.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
+    dcn.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.infer_repeats < 1 or args.batch < 1 or args.infer_batch < 1:
+        parser.error("--repeats, --infer-repeats, --batch and --infer-batch must be positive")
+
+    summary = bench_dcn(args)
+    if args.json == "-":
+        print(json.dumps(summary, indent=2))
+    else:
+        print(markdown_table(summary))
+        if args.json:
+            _write_json(args.json, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
