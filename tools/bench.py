@@ -3,6 +3,8 @@
 
     python tools/bench.py dcn                 # paper model: native DCN vs fast DCN vs no DCN
     python tools/bench.py dcn --json out.json --repeats 3 --batch 8
+    python tools/bench.py train               # sdu-2d step: data iterator vs a fixed batch
+    python tools/bench.py infer               # latency/throughput: native, fast, folded, INT8, hourglass
 
 `dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
 a training step (forward + backward + SGD update of an MSE loss on every stack's
@@ -186,17 +188,42 @@ def main(argv=None) -> int:
     dcn.add_argument("--seed", type=int, default=0)
     dcn.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
     dcn.add_argument("--quiet", action="store_true", help="no progress bars")
+    train = sub.add_parser("train", help="sdu-2d training step with the data iterator vs a fixed batch")
+    train.add_argument("--recipe", default="sdu-2d")
+    train.add_argument("--width", type=float, default=1.0)
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--steps", type=int, default=3, help="steps per round and feed")
+    train.add_argument("--rounds", type=int, default=2, help="alternating rounds (iterator, fixed)")
+    train.add_argument("--rec", default=None, help="packed training set (default: 160 synthetic faces)")
+    train.add_argument("--workers", type=int, default=2, help="data worker processes")
+    train.add_argument("--json", metavar="PATH")
+    infer = sub.add_parser("infer", help="per-face latency and batch throughput of the deploy variants")
+    infer.add_argument("--width", type=float, default=1.0)
+    infer.add_argument("--repeats", type=int, default=10, help="timed batch-1 rounds")
+    infer.add_argument("--big-batch", type=int, default=32)
+    infer.add_argument("--big-repeats", type=int, default=3)
+    infer.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.infer_repeats < 1 or args.batch < 1 or args.infer_batch < 1:
-        parser.error("--repeats, --infer-repeats, --batch and --infer-batch must be positive")
+    if args.command == "train":
+        from insightface_align.benchmarks import bench_train, train_table
 
-    summary = bench_dcn(args)
-    if args.json == "-":
-        print(json.dumps(summary, indent=2))
+        summary = bench_train(args.recipe, args.width, args.batch, args.steps, args.rounds, args.rec, args.workers)
+        print(train_table(summary))
+    elif args.command == "infer":
+        from insightface_align.benchmarks import bench_infer, infer_table
+
+        summary = bench_infer(args.width, args.repeats, args.big_batch, args.big_repeats)
+        print(infer_table(summary))
     else:
+        if args.repeats < 1 or args.infer_repeats < 1 or args.batch < 1 or args.infer_batch < 1:
+            parser.error("--repeats, --infer-repeats, --batch and --infer-batch must be positive")
+        summary = bench_dcn(args)
+        if args.json == "-":
+            print(json.dumps(summary, indent=2))
+            return 0
         print(markdown_table(summary))
-        if args.json:
-            _write_json(args.json, summary)
+    if args.json:
+        _write_json(args.json, summary)
     return 0
 
 

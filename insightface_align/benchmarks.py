@@ -1,0 +1,177 @@
+"""Benchmarks behind `tools/bench.py train` and `tools/bench.py infer` (not tests).
+
+Variants are timed side by side in one process, round-robin, so load from other
+processes hits them alike; medians and ratios are reported.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import time
+
+import mxnet as mx
+import numpy as np
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process and its finished children (GB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024 / 1024
+
+
+def synthetic_rec(count: int = 160, seed: int = 5) -> str:
+    """A small packed synthetic 2D set in a temporary folder (when no --rec is given)."""
+    from .datasets.w300 import W300Reader
+    from .pack import pack_dataset
+    from .synthetic.dataset import generate_folder
+    from .synthetic.generate import SynthConfig
+
+    root = tempfile.mkdtemp(prefix="bench-")
+    generate_folder(os.path.join(root, "raw"), count, seed=seed, config=SynthConfig(mode="2d"), workers=2)
+    pack_dataset(W300Reader([os.path.join(root, "raw")]), root, "train", workers=2, progress=False)
+    return os.path.join(root, "train.rec")
+
+
+def bench_train(recipe_name: str, width: float, batch: int, steps: int, rounds: int, rec: str | None,
+                workers: int) -> dict:
+    """Seconds per training step with the iterator running vs a fixed in-memory batch."""
+    from dataclasses import replace
+
+    from symbols.network import build_heatmaps
+
+    from .data.iterator import AlignIter
+    from .losses import label_names, training_symbol
+    from .recipe import load_recipe
+    from .train import data_config, loss_config
+
+    recipe = load_recipe(recipe_name, multiplier=width, dcn_impl="fast")
+    loss = loss_config(recipe)
+    rec = rec or synthetic_rec()
+    dcfg = replace(data_config(recipe, loss, batch, True, seed=0, num_workers=workers), last_batch="discard")
+    it = AlignIter(rec, dcfg)
+    sym = training_symbol(build_heatmaps(recipe.network), loss, recipe.network.heatmap_size)
+    mod = mx.mod.Module(sym, data_names=["data"], label_names=label_names(loss), context=mx.cpu())
+    mod.bind(data_shapes=it.provide_data, label_shapes=it.provide_label)
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    mod.init_optimizer(optimizer="nadam", optimizer_params={"learning_rate": 1e-6})
+
+    def next_batch():
+        try:
+            return it.next()
+        except StopIteration:
+            it.reset()
+            return it.next()
+
+    first = next_batch()
+    fixed = mx.io.DataBatch([d.copy() for d in first.data], [l.copy() for l in first.label])
+
+    def step(batch_obj):
+        mod.forward_backward(batch_obj)
+        mod.update()
+        for out in mod.get_outputs():
+            out.wait_to_read()
+
+    step(fixed)  # warm-up: MKLDNN primitives, memory pools
+    times = {"iterator": [], "fixed": []}
+    for _ in range(rounds):
+        for mode in ("iterator", "fixed"):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(next_batch() if mode == "iterator" else fixed)
+            times[mode].append((time.perf_counter() - start) / steps)
+    it.close()
+    out = {"recipe": recipe_name, "width": width, "batch": batch, "steps_per_round": steps, "rounds": rounds,
+           "data_workers": workers, "peak_rss_gb": round(peak_rss_gb(), 2)}
+    for mode, ts in times.items():
+        med = statistics.median(ts)
+        out[mode] = {"seconds_per_step": round(med, 3), "samples_per_s": round(batch / med, 2),
+                     "all": [round(t, 3) for t in ts]}
+    out["data_pipeline_overhead_pct"] = round(
+        100 * (out["iterator"]["seconds_per_step"] / out["fixed"]["seconds_per_step"] - 1), 1)
+    return out
+
+
+def _infer_variants(width: float, calib_images: np.ndarray):
+    """name -> (symbol, args, aux) for sdu-2d native/fast/folded/INT8 and hourglass2-resnet."""
+    from symbols.network import get_symbol
+
+    from .export import fold_batchnorm, quantize_int8
+    from .recipe import load_recipe
+
+    def init(sym):
+        mod = mx.mod.Module(sym, data_names=["data"], label_names=None)
+        mod.bind(data_shapes=[("data", (1, 3, 128, 128))], for_training=False)
+        mx.random.seed(0)
+        mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+        return mod.get_params()
+
+    sdu = load_recipe("sdu-2d", multiplier=width).network
+    fast = get_symbol(sdu.replace(dcn_impl="fast"))
+    args, aux = init(fast)
+    variants = {"sdu-2d native DCN": (get_symbol(sdu.replace(dcn_impl="native")), args, aux),
+                "sdu-2d fast DCN": (fast, args, aux)}
+    fsym, farg, faux, _ = fold_batchnorm(fast, dict(args), dict(aux))
+    variants["sdu-2d fast + BN folded"] = (fsym, farg, faux)
+    variants["sdu-2d INT8 (fast, folded)"] = quantize_int8(fsym, farg, faux, calib_images, batch_size=8)
+    hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
+    variants["hourglass2-resnet"] = (hg,) + init(hg)
+    return variants
+
+
+def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, calib: int = 64) -> dict:
+    """Per-face latency at batch 1 and throughput at batch `big_batch`, every variant side by side."""
+    from .model import HeatmapModel
+
+    rng = np.random.RandomState(0)
+    calib_images = rng.uniform(0, 255, (calib, 3, 128, 128)).astype(np.float32)
+    variants = _infer_variants(width, calib_images)
+    one = rng.uniform(0, 255, (1, 3, 128, 128)).astype(np.float32)
+    many = rng.uniform(0, 255, (big_batch, 3, 128, 128)).astype(np.float32)
+    results = {}
+    for size, images, reps in ((1, one, repeats), (big_batch, many, big_repeats)):
+        models = {name: HeatmapModel(sym, a, x, batch_size=size) for name, (sym, a, x) in variants.items()}
+        for m in models.values():
+            m(images)  # warm-up
+        times = {name: [] for name in models}
+        for _ in range(reps):
+            for name, m in models.items():
+                start = time.perf_counter()
+                m(images)
+                times[name].append(time.perf_counter() - start)
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            row = results.setdefault(name, {})
+            if size == 1:
+                row["latency_s"] = round(med, 4)
+            else:
+                row["throughput_faces_per_s"] = round(size / med, 2)
+                row["batch_seconds_per_face"] = round(med / size, 4)
+        del models
+    base = results["sdu-2d fast DCN"]["latency_s"]
+    for row in results.values():
+        row["latency_vs_fast"] = round(row["latency_s"] / base, 2)
+    return {"width": width, "repeats": repeats, "big_batch": big_batch,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "variants": results}
+
+
+def infer_table(summary: dict) -> str:
+    lines = [f"| model | latency s/face (batch 1) | x fast | faces/s (batch {summary['big_batch']}) |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, row in summary["variants"].items():
+        lines.append(f"| {name} | {row['latency_s']:.3f} | {row['latency_vs_fast']:.2f} | "
+                     f"{row.get('throughput_faces_per_s', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def train_table(summary: dict) -> str:
+    it, fx = summary["iterator"], summary["fixed"]
+    return "\n".join([
+        f"| feed | s/step (batch {summary['batch']}) | samples/s |", "| --- | ---: | ---: |",
+        f"| AlignIter ({summary['data_workers']} workers, pairs) | {it['seconds_per_step']:.3f} | "
+        f"{it['samples_per_s']:.2f} |",
+        f"| fixed in-memory batch | {fx['seconds_per_step']:.3f} | {fx['samples_per_s']:.2f} |",
+        "", f"data pipeline overhead: {summary['data_pipeline_overhead_pct']:+.1f}%; "
+            f"peak RSS {summary['peak_rss_gb']:.1f} GB"])
