@@ -14,21 +14,7 @@ import tempfile
 import mxnet as mx
 
 from .errors import DataError
-
-
-def atomic_write(path: str, data, mode: str = "wb") -> None:
-    """Write `data` to a temporary file in the same folder, then rename it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from .fileio import atomic_write
 
 
 def save_params(path: str, arg_params: dict, aux_params: dict) -> None:

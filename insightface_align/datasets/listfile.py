@@ -7,14 +7,13 @@ trailing spaces are ignored.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
 from ..errors import DataError
 from .base import NUM_POINTS, Reader, checked_points
-from .pts import read_text
+from .pts import parse_number, read_text
 from .sample import FaceSample
 
 N_VALUES = 2 * NUM_POINTS
@@ -27,13 +26,7 @@ def parse_list_line(content: str, path, line: int) -> tuple:
         raise DataError(path, f"expected an image path and {N_VALUES} numbers, got {len(tokens)} fields", line)
     values = []
     for token in tokens[-N_VALUES:]:
-        try:
-            value = float(token)
-        except ValueError:
-            raise DataError(path, f"expected a number, got {token[:40]!r}", line) from None
-        if not math.isfinite(value):
-            raise DataError(path, f"expected a finite number, got {token[:40]!r}", line)
-        values.append(value)
+        values.append(parse_number(token, path, line))
     image = " ".join(tokens[:-N_VALUES])
     points = checked_points(np.array(values).reshape(NUM_POINTS, 2), path, line)
     return image, points

@@ -27,7 +27,8 @@ def _clean_lines(text: str):
             yield number, content
 
 
-def _number(token: str, path, line: int) -> float:
+def parse_number(token: str, path, line: int) -> float:
+    """A finite float, or a DataError naming the file, the line and the token."""
     try:
         value = float(token)
     except ValueError:
@@ -35,6 +36,9 @@ def _number(token: str, path, line: int) -> float:
     if not math.isfinite(value):
         raise DataError(path, f"expected a finite number, got {token[:40]!r}", line)
     return value
+
+
+_number = parse_number
 
 
 def parse_pts(text: str, path="<pts>") -> np.ndarray:

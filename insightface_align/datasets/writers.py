@@ -15,12 +15,12 @@ half-written file under the final name.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 
 import cv2
 import numpy as np
 import scipy.io
+
+from ..fileio import atomic_write
 
 # A fixed MAT header text (scipy writes the current time there): byte-identical output
 # for identical input is what makes seeded data sets reproducible.
@@ -29,17 +29,7 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by insightface_align.datasets.write
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and os.replace."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data, "wb")
 
 
 def _as_points(points, cols: int, name: str) -> np.ndarray:
