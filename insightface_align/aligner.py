@@ -14,7 +14,7 @@ import numpy as np
 
 from .evaluate import flip_average
 from .geometry import invert_affine, transform_points, window_from_box, window_matrix
-from .metrics import decode
+from .metrics import DEFAULT_DECODER, decode
 
 # The standard 112x112 ArcFace template: left eye, right eye, nose tip, left and right mouth corner
 # (image left/right), as used by InsightFace's recognition pipelines.
@@ -53,7 +53,7 @@ class Aligner:
     """Heatmap model + crop rule + decoder. `get(image, bbox=None)` aligns the largest face."""
 
     def __init__(self, prefix: str | None = None, epoch: int = 0, ctx=None, batch_size: int = 1, detector=None,
-                 decoder: str = "subpixel", flip_tta: bool = False, model=None):
+                 decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None):
         if model is None:
             from .model import HeatmapModel
 

@@ -6,7 +6,7 @@ import numpy as np
 from .data.config import DataConfig
 from .data.flip import FLIP_PERMUTATION
 from .data.iterator import AlignIter
-from .metrics import decode, per_image_nme
+from .metrics import DEFAULT_DECODER, decode, per_image_nme
 
 
 def flip_average(model, images: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -31,7 +31,7 @@ def heatmap_batches(model, rec_path: str, data_cfg: DataConfig, flip_tta: bool =
         return it.widened
 
 
-def predict_rec(model, rec_path: str, data_cfg: DataConfig, decoder: str = "subpixel", flip_tta: bool = False,
+def predict_rec(model, rec_path: str, data_cfg: DataConfig, decoder: str = DEFAULT_DECODER, flip_tta: bool = False,
                 progress=None) -> dict:
     """Points in the input frame for every record of a packed test set.
 
@@ -70,7 +70,7 @@ def predict_rec_decoders(model, rec_path: str, data_cfg: DataConfig, decoders, f
             "gt": cat(gts, (0, 68, 2)), "record_id": cat(ids, (0,)).astype(np.int64), "widened": widened}
 
 
-def nme_of_rec(model, rec_path: str, data_cfg: DataConfig, normaliser: str, decoder: str = "subpixel") -> tuple:
+def nme_of_rec(model, rec_path: str, data_cfg: DataConfig, normaliser: str, decoder: str = DEFAULT_DECODER) -> tuple:
     """(mean NME, per-image NME) of a packed test set."""
     out = predict_rec(model, rec_path, data_cfg, decoder)
     errors = per_image_nme(out["pred"], out["gt"], normaliser)

@@ -26,7 +26,7 @@ from .data.iterator import AlignIter
 from .errors import AlignError, ConfigError
 from .evaluate import nme_of_rec
 from .losses import LossConfig, label_names, training_symbol
-from .metrics import default_normaliser
+from .metrics import DEFAULT_DECODER, default_normaliser
 from .model import HeatmapModel
 from .recipe import Recipe
 
@@ -54,7 +54,7 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 0
     num_workers: int = 2
-    decoder: str = "subpixel"
+    decoder: str = DEFAULT_DECODER
 
     def __post_init__(self):
         if self.max_steps < 1:

@@ -71,11 +71,12 @@ def test_decoders_recover_peaks_and_subpixel_is_closer():
     heat = _gaussian_maps(true_hm)
     true_in = (true_hm + 0.5) * 2 - 0.5
     errs = {}
-    for method in ("release", "argmax", "subpixel"):
+    for method in ("release", "argmax", "subpixel", "centroid"):
         pts, peaks = decode(heat, method, 128)
         errs[method] = np.linalg.norm(pts[0] - true_in, axis=1).mean()
         assert peaks.shape == (1, 68) and np.all(peaks > 0.5)
     assert errs["argmax"] < 1.5 and errs["subpixel"] < errs["argmax"]
+    assert errs["centroid"] < 0.2 and errs["centroid"] < errs["subpixel"]
     assert errs["release"] < 1.5
 
 

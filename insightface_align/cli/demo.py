@@ -68,13 +68,13 @@ def samples_png(model, rec, path, count=8):
 
     from ..data.config import DataConfig
     from ..data.iterator import AlignIter
-    from ..metrics import decode
+    from ..metrics import DEFAULT_DECODER, decode
 
     cfg = DataConfig(batch_size=count, train=False, shuffle=False, num_workers=0, last_batch="pad")
     with AlignIter(rec, cfg, copy=True) as it:
         batch = next(iter(it))
     images = batch.data[0].asnumpy()
-    pred, _ = decode(model(images), "subpixel", 128)
+    pred, _ = decode(model(images), DEFAULT_DECODER, 128)
     tiles = []
     for img, p, g in zip(images, pred, batch.points):
         tile = np.ascontiguousarray(img.transpose(1, 2, 0)[:, :, ::-1].astype(np.uint8))
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     import mxnet as mx
 
     from .. import export as ex
-    from ..metrics import ced, summarise
+    from ..metrics import DECODERS, DEFAULT_DECODER, ced, summarise
     from ..model import HeatmapModel
     from ..plots import plot_ced
     from ..recipe import load_recipe
@@ -138,11 +138,11 @@ def main(argv=None) -> int:
     trained = HeatmapModel.load(str(out / "deploy"), 0, batch_size=32)
     rows, curves = [], {}
     for label, model in (("untrained", untrained), ("trained", trained)):
-        per_decoder = evaluate(model, test_rec, ("release", "argmax", "subpixel"))
+        per_decoder = evaluate(model, test_rec, DECODERS)
         for decoder, errors in per_decoder.items():
             s = summarise(errors, 0.10)
             rows.append((label, decoder, s))
-            if decoder == "subpixel":
+            if decoder == DEFAULT_DECODER:
                 curves[f"{label} (NME {100 * s['nme']:.2f}%)"] = ced(errors, 0.10)
     plot_ced(curves, 0.10, out / "ced.png", title="synthetic 2D test set: CED")
     samples_png(trained, test_rec, out / "samples.png")

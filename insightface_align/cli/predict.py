@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_write
 from ..errors import AlignError
+from ..metrics import DECODERS, DEFAULT_DECODER
 
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -32,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--ctx", default="cpu")
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 face box to use for every image (skips detection)")
     p.add_argument("--all-faces", action="store_true", help="align every detected face, not only the largest")
-    p.add_argument("--decoder", choices=["release", "argmax", "subpixel"], default="subpixel")
+    p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER)
     p.add_argument("--flip-tta", action="store_true")
     p.add_argument("--aligned", action="store_true", help="also write the 112x112 ArcFace-aligned crops")
     return p.parse_args(argv)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_write
 from ..errors import AlignError
-from ..metrics import DECODERS, NORMALISERS, ced, default_normaliser, per_image_nme, summarise
+from ..metrics import DECODERS, DEFAULT_DECODER, NORMALISERS, ced, default_normaliser, per_image_nme, summarise
 
 
 def parse_args(argv=None):
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--normaliser", choices=NORMALISERS, default=None,
                    help="default by set name: ibug/cofw eye_centre, 300W outer_corners, menpo box_diagonal, "
                         "AFLW2000 box_sqrt")
-    p.add_argument("--decoder", choices=DECODERS, default="subpixel", help="heatmap decoder")
+    p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="heatmap decoder")
     p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
     p.add_argument("--threshold", type=float, default=0.10, help="failure / AUC threshold (fraction)")
     p.add_argument("--out", default=None, help="folder for the CSV/JSON/PNG outputs (default: no files)")
