@@ -30,6 +30,10 @@ from .geometry import landmark_box
 BAD_FILE = "malformed or unreadable"
 OUTPUT_SUFFIXES = (".rec", ".idx", ".lst")
 
+# Workers start from a fresh server process, not a fork of this one: a fork of a process whose
+# OpenCV/OpenMP/MXNet thread pools are running can deadlock in the child.
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
 
 @dataclass
 class PackSummary:
@@ -107,7 +111,7 @@ def _start(items, workers: int, init_args) -> tuple:
         state = dict(zip(("reader", "quality", "image_root"), init_args))
         return (_process_with(state, item) for item in items), None
     chunk = max(1, min(16, len(items) // (workers * 8)))
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
                                initializer=_init_worker, initargs=init_args)
     try:
         return pool.map(_process, items, chunksize=chunk), pool

@@ -98,7 +98,9 @@ class WorkerPool:
     """`num_workers` processes filling `num_slots` shared batch slots on request."""
 
     def __init__(self, cfg, records, shapes: dict, num_slots: int, start_method: str | None = None):
-        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # A fresh server process, not a fork of this one: forking a process whose OpenCV/OpenMP/MXNet
+        # thread pools are running deadlocks the child (seen in cv2.setNumThreads after MXNet use).
+        method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         ctx = mp.get_context(method)
         self.slots = [SharedSlot(ctx, shapes) for _ in range(num_slots)]
         self.tasks = ctx.Queue()
