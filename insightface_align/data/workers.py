@@ -98,7 +98,7 @@ def _shutdown(procs, tasks, done):
     for _ in procs:
         try:
             tasks.put_nowait(None)
-        except Exception:
+        except (queue.Full, ValueError, OSError):  # queue full or already closed: join/terminate below
             pass
     for p in procs:
         p.join(timeout=2.0)
