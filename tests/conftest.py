@@ -9,3 +9,11 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 REFERENCE_GRAPHS = ROOT.parent / "shared" / "reference" / "graphs"
+
+# Property tests explore new random inputs on every local run; CI (CI=true) replays a fixed
+# derandomised sequence so a landing never depends on the luck of the draw.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -142,5 +142,7 @@ def parse_payload(buf: bytes, where: str) -> tuple:
     label = np.frombuffer(buf, dtype="<f4", count=flag, offset=_IR_SIZE)
     if not np.all(np.isfinite(label)):
         raise DataError(where, "label holds non-finite values")
+    if rid >= 2 ** 63:  # the header field is uint64; ids are record counters, never this large
+        raise DataError(where, f"implausible record id {rid} (corrupted header?)")
     pts = label.reshape(NUM_POINTS, 2)[:, ::-1].astype(np.float32)
     return buf[end:], pts, int(rid)
