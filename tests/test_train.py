@@ -113,3 +113,21 @@ def test_dist_sync_two_workers_loss_falls_disjoint_shards(recs, tmp_path):
     assert [w["rank"] for w in workers] == [0, 1] and all(w["num_workers"] == 2 for w in workers)
     a, b = (set(w["record_ids"]) for w in workers)
     assert a and b and not (a & b), "workers must read disjoint shards within an epoch"
+
+
+def test_pretrained_initialises_from_a_checkpoint(recs, tmp_path):
+    """--pretrained PREFIX,EPOCH loads matching names (a release checkpoint works the same way)."""
+    recipe = load_recipe("sdu-nodcn", **TINY)
+    Trainer(recipe, _cfg(max_steps=2, checkpoint_every=2, seed=3),
+            RunSpec(str(recs / "train.rec"), str(tmp_path / "src"), progress=False)).run()
+    source = _params(tmp_path / "src", 2)
+    # A different seed and a vanishing learning rate: after one step the weights are still the source's.
+    Trainer(recipe, _cfg(max_steps=1, checkpoint_every=1, seed=99, lr=1e-12),
+            RunSpec(str(recs / "train.rec"), str(tmp_path / "dst"), progress=False,
+                    pretrained=(str(tmp_path / "src" / "model"), 2))).run()
+    loaded = _params(tmp_path / "dst", 1)
+    for k in ("conv0_weight", "heatmap_weight", "sta1_w1_h1_4_w3_h4_1_conv_weight"):
+        np.testing.assert_allclose(loaded[k], source[k], atol=1e-6, err_msg=k)
+    Trainer(recipe, _cfg(max_steps=1, checkpoint_every=1, seed=99, lr=1e-12),
+            RunSpec(str(recs / "train.rec"), str(tmp_path / "fresh"), progress=False)).run()
+    assert not np.allclose(_params(tmp_path / "fresh", 1)["conv0_weight"], source["conv0_weight"])
