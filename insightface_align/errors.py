@@ -22,3 +22,15 @@ class DataError(AlignError, ValueError):
         self.line = line
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+def reject_unknown_fields(cls, values: dict, section: str = "") -> None:
+    """ConfigError naming the first key of `values` that is not a field of dataclass `cls`."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"{section}.{unknown[0]}" if section else unknown[0]
+        label = f"{section} " if section else ""
+        raise ConfigError(where, f"unknown {label}field; known fields: {', '.join(sorted(known))}")

@@ -9,13 +9,13 @@ rows is L_p-g + L_p-g2 of the paper.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
 
 from .data.flip import FLIP_PERMUTATION
-from .errors import ConfigError
+from .errors import ConfigError, reject_unknown_fields
 
 HEATMAP_LOSSES = ("sigmoid_ce", "softmax_ce", "mse")
 COHERENT = ("none", "affine", "flip", "both")
@@ -60,10 +60,7 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LossConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError("loss." + unknown[0], f"unknown loss field; known: {', '.join(sorted(known))}")
+        reject_unknown_fields(cls, values, "loss")
         return cls(**values)
 
 

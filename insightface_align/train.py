@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mxnet as mx
@@ -23,7 +23,7 @@ from symbols.network import build_heatmaps, get_symbol
 from . import checkpoint as ckpt
 from .data.config import DataConfig
 from .data.iterator import AlignIter
-from .errors import AlignError, ConfigError
+from .errors import AlignError, ConfigError, reject_unknown_fields
 from .evaluate import nme_of_rec
 from .losses import LossConfig, label_names, training_symbol
 from .metrics import DEFAULT_DECODER, default_normaliser
@@ -69,10 +69,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError("train." + unknown[0], f"unknown training field; known: {', '.join(sorted(known))}")
+        reject_unknown_fields(cls, values, "train")
         values = dict(values)
         if "lr_steps" in values:
             values["lr_steps"] = tuple(int(s) for s in values["lr_steps"])

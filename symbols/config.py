@@ -6,9 +6,9 @@ release config translates one to one; see `NetConfig.from_release`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
-from insightface_align.errors import ConfigError
+from insightface_align.errors import ConfigError, reject_unknown_fields
 
 BLOCKS = ("resnet", "inception", "hpm", "cab")
 TOPOLOGIES = ("hourglass", "unet", "dla", "sat1", "sat2", "sat3")
@@ -87,10 +87,7 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "NetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown network field; known fields: {', '.join(sorted(known))}")
+        reject_unknown_fields(cls, values)
         return cls(**values)
 
     @classmethod

@@ -8,6 +8,7 @@ yields samples, records SkipSample items in `reader.skipped` and lets DataError 
 """
 from __future__ import annotations
 
+import abc
 import os
 
 import numpy as np
@@ -27,7 +28,7 @@ class SkipSample(AlignError):
         super().__init__(f"{self.path}: skipped, {reason}")
 
 
-class Reader:
+class Reader(abc.ABC):
     """Base class: subclasses implement items() and load(item)."""
 
     fmt = ""
@@ -35,11 +36,13 @@ class Reader:
     def __init__(self):
         self.skipped: list = []
 
+    @abc.abstractmethod
     def items(self) -> list:
-        raise NotImplementedError
+        """The dataset's items (annotation paths or tuples), sorted, for load()."""
 
+    @abc.abstractmethod
     def load(self, item) -> FaceSample:
-        raise NotImplementedError
+        """One item as a FaceSample (DataError or SkipSample when it cannot be used)."""
 
     def describe(self, item) -> str:
         """A short name for an item in skip lists (its annotation file by default)."""
