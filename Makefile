@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 # MXNet build: CUDA 11.2 when an NVIDIA GPU is visible, CPU otherwise (override: MXNET=cpu|gpu).
 MXNET ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(MXNET)
+# The project's compiled MXNet operators (fast deformable conv blend), built for this CPU.
+EXT := symbols/ext/libsdu_ops.so
+INSTALLED := $(STAMP) $(EXT)
 # Tests use one OpenMP thread per process: two pytest workers fill the two cores.
 TEST_ENV := OMP_NUM_THREADS=1 MXNET_ENGINE_TYPE=NaiveEngine
 
@@ -34,7 +37,10 @@ help:
 	@echo "make stats                Table 1 of the paper for every recipe"
 	@echo "make bench                benchmarks (slow; not part of the tests)"
 
-install: $(STAMP)
+install: $(INSTALLED)
+
+$(EXT): symbols/ext/dcn_blend.cc | $(STAMP)
+	$(PY) -m symbols.ext --check
 
 $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,10 +49,10 @@ $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).tx
 	$(PY) -c "import mxnet, cv2, numpy; print('mxnet', mxnet.__version__, 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
 	touch $@
 
-test: $(STAMP)
+test: $(INSTALLED)
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
-demo: $(STAMP)
+demo: $(INSTALLED)
 	$(PY) tools/demo.py --out runs/demo --data data/synth2d --workers $(WORKERS)
 
 data-synth: data-synth-2d data-synth-3d
@@ -63,32 +69,32 @@ data/synth3d/train.rec data-synth-3d: | $(STAMP)
 	$(PY) tools/pack_rec.py --format aflw2000 --input data/synth3d-raw/train --output data/synth3d --name train --workers $(WORKERS)
 	$(PY) tools/pack_rec.py --format aflw2000 --input data/synth3d-raw/test --output data/synth3d --name aflw2000_synth --workers $(WORKERS)
 
-data-2d: $(STAMP)
+data-2d: $(INSTALLED)
 	@test -n "$(DATA)" || { echo "usage: make data-2d DATA=/path/to/benchmark/folders"; exit 2; }
 	$(PY) tools/pack_rec.py --auto 2d --input $(DATA) --output data/2d --workers $(WORKERS)
 
-data-3d: $(STAMP)
+data-3d: $(INSTALLED)
 	@test -n "$(DATA)" || { echo "usage: make data-3d DATA=/path/to/300W_LP-and-AFLW2000"; exit 2; }
 	$(PY) tools/pack_rec.py --auto 3d --input $(DATA) --output data/3d --workers $(WORKERS)
 
-train-2d: $(STAMP) $(if $(DATA),,data/synth2d/train.rec)
+train-2d: $(INSTALLED) $(if $(DATA),,data/synth2d/train.rec)
 	$(PY) tools/train.py --recipe $(or $(RECIPE),sdu-2d) --data $(or $(DATA),data/synth2d) $(DEVICES) \
 		$(if $(DATA),,--val test) --num-workers $(WORKERS)
 
-train-3d: $(STAMP) $(if $(DATA),,data/synth3d/train.rec)
+train-3d: $(INSTALLED) $(if $(DATA),,data/synth3d/train.rec)
 	$(PY) tools/train.py --recipe $(or $(RECIPE),sdu-3d) --data $(or $(DATA),data/synth3d) $(DEVICES) \
 		$(if $(DATA),,--val aflw2000_synth) --num-workers $(WORKERS)
 
-stats: $(STAMP)
+stats: $(INSTALLED)
 	$(PY) tools/model_stats.py
 
-bench: $(STAMP)
+bench: $(INSTALLED)
 	$(PY) tools/bench.py dcn
 	$(PY) tools/bench.py train
 	$(PY) tools/bench.py infer
 
-bench-data: $(STAMP) data/synth2d/train.rec
+bench-data: $(INSTALLED) data/synth2d/train.rec
 	$(PY) tools/bench_data.py --rec data/synth2d/train.rec
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(EXT)

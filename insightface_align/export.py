@@ -1,8 +1,11 @@
 """Deploy graphs for downstream pipelines: inference-only, BatchNorm folding, MKLDNN, INT8, ONNX.
 
 A deploy checkpoint is PREFIX-symbol.json + PREFIX-0000.params holding only the graph
-from `data` (1, 3, 128, 128) raw RGB 0..255 to `heatmap_output`; it loads with plain
-mx.model.load_checkpoint and needs no import of this project.
+from `data` (1, 3, 128, 128) raw RGB 0..255 to `heatmap_output`. By default it uses
+stock MXNet operators only, so it loads with plain mx.model.load_checkpoint and needs
+nothing from this project. With cpu_ops=True it uses this project's compiled CPU
+operators (fast DCN, fused means; symbols/ext): about 1.3x faster on CPU, and the
+loader must first call mx.library.load("libsdu_ops.so").
 """
 from __future__ import annotations
 
@@ -21,25 +24,26 @@ FOLDABLE = ("Convolution", "Deconvolution", "_contrib_DeformableConvolution")
 WEIGHT_INPUT = {"Convolution": 1, "Deconvolution": 1, "_contrib_DeformableConvolution": 2}
 
 
-def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None) -> tuple:
+def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: bool = False) -> tuple:
     """(symbol, arg_params, aux_params) of the inference graph of a checkpoint.
 
-    Our checkpoints carry their NetConfig, so the graph is rebuilt (with `dcn_impl` if
-    given); other checkpoints (the release's) are cut at heatmap_output as saved.
+    Our checkpoints carry their NetConfig, so the graph is rebuilt: stock operators
+    (dcn_impl default "portable", standard means) or, with cpu_ops, the compiled ones
+    (dcn_impl default "fast", fused means). Other checkpoints (the release's) are cut
+    at heatmap_output as saved.
     """
     arg, aux = load_params(prefix, epoch)
     net = checkpoint_network(prefix, epoch)
     if net is not None:
         cfg = NetConfig.from_dict(net)
-        if dcn_impl:
-            cfg = cfg.replace(dcn_impl=dcn_impl)
-        elif cfg.dcn_impl == "auto":
-            cfg = cfg.replace(dcn_impl="fast")  # what "auto" resolves to on the CPU the export runs on
+        stock = "portable" if cfg.dcn_impl in ("auto", "fast") else cfg.dcn_impl
+        cfg = cfg.replace(dcn_impl=dcn_impl or ("fast" if cpu_ops else stock),
+                          mean_impl="fused" if cpu_ops else "standard")
         sym = get_symbol(cfg)
     else:
-        if dcn_impl:
+        if dcn_impl or cpu_ops:
             raise ValueError("this checkpoint has no stored network config: its graph cannot be rebuilt with "
-                             "another deformable-convolution implementation")
+                             "other operator implementations")
         sym = load_symbol(prefix)
     needed_args = set(sym.list_arguments()) - {"data"}
     needed_aux = set(sym.list_auxiliary_states())

@@ -29,10 +29,25 @@ def contexts_from_string(spec: str) -> list:
         raise DataError("--ctx", f"expected 'cpu' or GPU ids like 0,1; got {spec!r}") from None
 
 
+def _load_project_ops(path: str) -> None:
+    """Graphs using this project's compiled operators (fast DCN, fused means) need the
+    library registered before MXNet can parse them."""
+    with open(path, "rb") as handle:
+        uses_ext = b'"op": "sdu_' in handle.read()
+    if uses_ext:
+        from symbols import ext
+
+        try:
+            ext.load()
+        except ext.ExtensionError as exc:
+            raise DataError(path, f"uses this project's compiled operators, which cannot be loaded: {exc}") from None
+
+
 def load_symbol(prefix: str):
     path = "%s-symbol.json" % prefix
     if not os.path.exists(path):
         raise DataError(path, "checkpoint symbol not found")
+    _load_project_ops(path)
     try:
         sym = mx.sym.load(path)
     except mx.base.MXNetError as exc:

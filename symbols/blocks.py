@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import mxnet as mx
 
-from .layers import bn, conv, conv_bn_relu, relu
+from .layers import bn, conv, conv_bn_relu, fused_mean, relu
 
 
 def resnet_block(data, c_in, c, name):
@@ -57,8 +57,9 @@ class _ChannelAggregation:
 
     GRID = 4
 
-    def __init__(self, data, c, name):
+    def __init__(self, data, c, name, fused=False):
         self.name = name
+        self.fused = fused
         self.nodes = {(self.GRID, self.GRID): (data, c)}
 
     def node(self, w, h):
@@ -73,22 +74,26 @@ class _ChannelAggregation:
             y, _ = self.node(w, h + 1)
             if h % 2 == 1 and h != w:
                 x = conv_bn_relu(x, c, tag + "_2", groups=c)
-            y2 = mx.sym.concat(y, y, dim=1)
-            out = (mx.sym.add_n(x, y2, name=tag + "_add") / 2, c)
+            if self.fused:
+                out = (fused_mean([x, y], tag + "_mean"), c)
+            else:
+                out = (mx.sym.add_n(x, mx.sym.concat(y, y, dim=1), name=tag + "_add") / 2, c)
         self.nodes[(w, h)] = out
         return out
 
 
-def cab_block(data, c_in, c, name):
+def cab_block(data, c_in, c, name, fused_mean=False):
     """Channel Aggregation Block; HPM when the channel count changes (as the release)."""
     if c_in != c:
         return hpm_block(data, c_in, c, name)
-    return _ChannelAggregation(data, c, name).node(1, 1)[0]
+    return _ChannelAggregation(data, c, name, fused_mean).node(1, 1)[0]
 
 
 BLOCKS = {"resnet": resnet_block, "inception": inception_block, "hpm": hpm_block, "cab": cab_block}
 
 
-def build_block(kind, data, c_in, c, name):
-    """Dispatch to a block by its config name."""
+def build_block(kind, data, c_in, c, name, fused_mean=False):
+    """Dispatch to a block by its config name; fused_mean selects `sdu_mean` for CAB nodes."""
+    if kind == "cab":
+        return cab_block(data, c_in, c, name, fused_mean)
     return BLOCKS[kind](data, c_in, c, name)

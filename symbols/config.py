@@ -12,8 +12,9 @@ from insightface_align.errors import ConfigError, reject_unknown_fields
 
 BLOCKS = ("resnet", "inception", "hpm", "cab")
 TOPOLOGIES = ("hourglass", "unet", "dla", "sat1", "sat2", "sat3")
-DCN_IMPLS = ("auto", "native", "fast")
+DCN_IMPLS = ("auto", "native", "fast", "portable")
 INSIDE = ("none", "dcn", "stn")
+MEAN_IMPLS = ("auto", "standard", "fused")
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,14 @@ class NetConfig:
     depth: down-sampling steps inside each stack (release net_n; 4 hourglass, 3 SAT(III)).
     dcn: inside transformer as deformable convs (release net_dcn): 0 none, 1 between
       stacks, 2 ll + heatmap heads, 3 both (the paper's model).
-    dcn_impl: native (MXNet's op), fast (standard ops, CPU friendly), auto (native on
-      GPU, fast on CPU; resolved by the builder from the context).
+    dcn_impl: native (MXNet's op), fast (the compiled CPU blend, symbols/ext), portable
+      (standard ops only), auto (native on GPU, fast on CPU, portable on CPU when the
+      library is not built; resolved by the builder from the context).
     stn: True puts a spatial transformer before the stacks (paper Fig. 4a).
+    mean_impl: how CAB / grid nodes average their inputs: standard (Concat + add_n +
+      divide, the release's operators), fused (`sdu_mean`, one pass, bit-identical, CPU
+      only, symbols/ext), auto (fused on CPU when the library is built, else standard).
+      Parameters are the same either way.
     """
 
     num_classes: int = 68
@@ -42,6 +48,7 @@ class NetConfig:
     input_size: int = 128
     heatmap_size: int = 64
     multiplier: float = 1.0
+    mean_impl: str = "auto"
 
     def __post_init__(self):
         self.validate()
@@ -53,6 +60,8 @@ class NetConfig:
             raise ConfigError("topology", f"unknown topology {self.topology!r}; choose one of {', '.join(TOPOLOGIES)}")
         if self.dcn_impl not in DCN_IMPLS:
             raise ConfigError("dcn_impl", f"unknown implementation {self.dcn_impl!r}; choose one of {', '.join(DCN_IMPLS)}")
+        if self.mean_impl not in MEAN_IMPLS:
+            raise ConfigError("mean_impl", f"unknown implementation {self.mean_impl!r}; choose one of {', '.join(MEAN_IMPLS)}")
         if not isinstance(self.dcn, int) or self.dcn not in (0, 1, 2, 3):
             raise ConfigError("dcn", f"must be 0, 1, 2 or 3, got {self.dcn!r}")
         if not isinstance(self.stacks, int) or self.stacks < 1:

@@ -1,12 +1,16 @@
-"""Deformable 3x3 convolution: MXNet's native op, or a CPU-friendly graph of standard ops.
+"""Deformable 3x3 convolution: MXNet's native op, or CPU-friendly "conv first, sample after" graphs.
 
-Both implementations take the same parameters ({name}_weight (F, C, 3, 3), {name}_bias
-(F,)), so a checkpoint trained with one runs with the other. The native
+All implementations take the same parameters ({name}_weight (F, C, 3, 3), {name}_bias
+(F,)), so a checkpoint trained with one runs with another. The native
 `contrib.DeformableConvolution` has a slow CPU kernel (its backward especially). The
-"fast" graph mixes channels first (one FullyConnected to the nine W_k . x), then
-gathers the bilinear corners with `take` and blends them with `batch_dot`; see
-`_fast`. (One BilinearSampler call over all nine taps + a 1x1 conv was measured
-2-3x slower than this in training: the sampler's CPU kernel is serial.)
+other two mix channels first (one FullyConnected to the nine W_k . x, a table) and
+then blend the bilinear corners of the nine taps:
+- "fast": the blend is `sdu_dcn_blend`, this project's compiled operator
+  (symbols/ext, loaded with mx.library.load), vectorised and threaded;
+- "portable": the blend is `take` + `batch_dot`, standard operators only, so an
+  exported graph needs nothing but stock MXNet (about 2x slower than "fast").
+(One BilinearSampler call over all nine taps + a 1x1 conv was measured 2-3x slower
+than "portable" in training: the sampler's CPU kernel is serial.)
 
 Native semantics reproduced (measured on MXNet 1.9.1, see tests/test_deform.py):
 - offset channel 2k is the row (y) shift and 2k+1 the column (x) shift of tap
@@ -15,7 +19,7 @@ Native semantics reproduced (measured on MXNet 1.9.1, see tests/test_deform.py):
   a pixel); inside it is bilinear, a sample in the last fractional row/column
   [H-1, H) reads row H-1 only and gets no gradient along that axis (also at exactly
   H-1); at an integer coordinate the offset gradient is the forward difference.
-The fast graph indexes its table with float arithmetic: exact while
+The portable graph indexes its table with float arithmetic: exact while
 B*H*W*9 < 2**24 in float32 (B=8 at 64x64 uses 294912).
 """
 from __future__ import annotations
@@ -26,21 +30,28 @@ from .config import DCN_IMPLS
 from insightface_align.errors import ConfigError
 
 
+CONCRETE_IMPLS = ("native", "fast", "portable")
+
+
 def resolve_impl(impl: str, ctx=None) -> str:
     """'auto' -> 'native' when ctx (a Context or a list of them) has a GPU (the native op's
-    CUDA kernel is fast there), else 'fast'. Unknown names raise ConfigError."""
+    CUDA kernel is fast there), else 'fast' when the compiled library is built, else
+    'portable'. Unknown names raise ConfigError."""
     if impl not in DCN_IMPLS:
         raise ConfigError("dcn_impl", f"unknown implementation {impl!r}; choose one of {', '.join(DCN_IMPLS)}")
     if impl != "auto":
         return impl
-    contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx]
-    on_gpu = any(c is not None and getattr(c, "device_type", "cpu") == "gpu" for c in contexts)
-    return "native" if on_gpu else "fast"
+    from . import ext
+
+    if ext.on_gpu(ctx):
+        return "native"
+    return "fast" if ext.available() else "portable"
 
 
 def _check_impl(impl: str) -> None:
-    if impl not in ("native", "fast"):
-        raise ConfigError("dcn_impl", f"deformable_conv needs 'native' or 'fast' (resolve 'auto' first), got {impl!r}")
+    if impl not in CONCRETE_IMPLS:
+        raise ConfigError("dcn_impl", f"deformable_conv needs one of {', '.join(CONCRETE_IMPLS)} "
+                                      f"(resolve 'auto' first), got {impl!r}")
 
 
 def _native(data, offset, num_filter, name, no_bias):
@@ -124,34 +135,108 @@ def _shaped_like_conv_weight(weight, data, num_filter):
     return mx.sym.elemwise_add(weight, mx.sym.BlockGrad(zeros))
 
 
-def _fast(data, offset, num_filter, name, no_bias):
-    """Conv first, sample after: bilinear sampling commutes with the channel mixing.
+def _fc_weight(weight):
+    """(F, C, 3, 3) conv weight -> (9F, C) FullyConnected weight, row k*F + f = W[f, :, i, j]."""
+    return mx.sym.reshape(mx.sym.reshape(mx.sym.transpose(weight, axes=(2, 3, 0, 1)), shape=(-3, 0, 0)),
+                          shape=(-3, 0))
 
-    out(p) = sum_k W_k . x(p + p_k + dp_k) = sum_k sample(W_k . x, p + p_k + dp_k), so a
-    FullyConnected (one oneDNN GEMM, same FLOPs as the 3x3 conv) builds the table of all
-    nine W_k . x, `take` gathers the 4 bilinear corners of the 9 taps (36 rows of F) and
-    `batch_dot` blends them with their weights. Exact (float64 agrees with the native op
-    to ~1e-15), no im2col of the input, and the sampled width is F, not C.
+
+def _tap_table(data, fc_weight, num_hidden, name):
+    """(B, H, W, N) table: one FullyConnected (one oneDNN GEMM, the FLOPs of the 3x3 conv)
+    over the pixels; with fc_weight = _fc_weight(W), pixel q's row holds W_k . x(q) in
+    columns k*F .. k*F+F-1."""
+    pixels = mx.sym.transpose(data, axes=(0, 2, 3, 1))                              # (B, H, W, C)
+    return mx.sym.FullyConnected(pixels, weight=fc_weight, num_hidden=num_hidden, no_bias=True, flatten=False,
+                                 name=name + "_taps")
+
+
+def _bias_variable(name, weight, init=None):
+    """{name}_bias, given its (F,) shape through the weight (see _shaped_like_conv_weight)."""
+    like_f = mx.sym.zeros_like(mx.sym.sum(weight, axis=(1, 2, 3)))
+    bias = mx.sym.Variable(name + "_bias") if init is None else mx.sym.Variable(name + "_bias", init=init)
+    return mx.sym.elemwise_add(bias, like_f)
+
+
+def _fast(data, offset, num_filter, name, no_bias):
+    """Conv first, sample after, with the compiled blend (`sdu_dcn_blend`, symbols/ext).
+
+    out(p) = sum_k W_k . x(p + p_k + dp_k) = sum_k sample(W_k . x, p + p_k + dp_k): the
+    table of all nine W_k . x comes from one GEMM, then the operator blends the 4
+    bilinear corners of the 9 taps per pixel (36 rows of F floats) and adds the bias,
+    writing NCHW directly. Same rules and gradients as the native op.
+    """
+    from . import ext
+
+    ext.load()
+    weight = _shaped_like_conv_weight(mx.sym.Variable(name + "_weight"), data, num_filter)
+    table = _tap_table(data, _fc_weight(weight), 9 * num_filter, name)
+    # Offset first: the argument order then matches the native op's (release parity).
+    inputs = [offset, table] if no_bias else [offset, table, _bias_variable(name, weight)]
+    return mx.sym.sdu_dcn_blend(*inputs, no_bias=bool(no_bias), name=name)
+
+
+def _unit_parameters(data, num_filter, name, offset_name, no_bias, in_channels):
+    """(offset_weight, offset_bias, weight, bias-or-None) variables of a unit.
+
+    With in_channels known their shapes are declared; otherwise they come from `data`
+    through zero-valued elementwise ops (see _shaped_like_conv_weight), which cost a
+    pass over each weight per forward.
+    """
+    zero = mx.init.Zero()
+    if in_channels:
+        offset_weight = mx.sym.Variable(offset_name + "_weight", shape=(18, in_channels, 3, 3), init=zero)
+        offset_bias = mx.sym.Variable(offset_name + "_bias", shape=(18,), init=zero)
+        weight = mx.sym.Variable(name + "_weight", shape=(num_filter, in_channels, 3, 3))
+        bias = None if no_bias else mx.sym.Variable(name + "_bias", shape=(num_filter,))
+        return offset_weight, offset_bias, weight, bias
+    offset_weight = _shaped_like_conv_weight(mx.sym.Variable(offset_name + "_weight", init=zero), data, 18)
+    offset_bias = _bias_variable(offset_name, offset_weight, init=zero)
+    weight = _shaped_like_conv_weight(mx.sym.Variable(name + "_weight"), data, num_filter)
+    bias = None if no_bias else _bias_variable(name, weight)
+    return offset_weight, offset_bias, weight, bias
+
+
+def _fast_unit(data, num_filter, name, offset_name, no_bias, in_channels=None):
+    """Offset conv + deformable conv from ONE table GEMM (`sdu_deform_unit`, symbols/ext).
+
+    The offset conv is a plain 3x3 conv of the same input, so its 18 x 9 tap columns
+    join the deformable conv's 9F in the FullyConnected; the operator sums them into
+    offsets (a 3x3 shift-add) and blends. On CPU this replaces a 3x3 convolution with 18
+    outputs, which oneDNN runs far below peak (its backward especially), by 7% more
+    columns in a GEMM that runs at peak.
+    """
+    from . import ext
+
+    ext.load()
+    offset_weight, offset_bias, weight, bias = _unit_parameters(data, num_filter, name, offset_name, no_bias,
+                                                                in_channels)
+    # The offset bias joins the weight branch here (a zero-cost dependency) so the
+    # argument order is the native unit's: data, offset weight, offset bias, weight, bias.
+    offset_fc = mx.sym.broadcast_add(_fc_weight(offset_weight),
+                                     mx.sym.BlockGrad(mx.sym.zeros_like(mx.sym.sum(offset_bias, keepdims=True))))
+    fc_weight = mx.sym.concat(offset_fc, _fc_weight(weight), dim=0)                  # (162 + 9F, C)
+    table = _tap_table(data, fc_weight, 162 + 9 * num_filter, name)
+    inputs = [table, offset_bias] if bias is None else [table, offset_bias, bias]
+    return mx.sym.sdu_deform_unit(*inputs, no_bias=bias is None, name=name)
+
+
+def _portable(data, offset, num_filter, name, no_bias):
+    """Conv first, sample after, with standard operators only.
+
+    The table as in `_fast`; `take` gathers the 4 bilinear corners of the 9 taps (36
+    rows of F) and `batch_dot` blends them with their weights. Exact (float64 agrees
+    with the native op to ~1e-15), and runs on any MXNet build.
     """
     weight = _shaped_like_conv_weight(mx.sym.Variable(name + "_weight"), data, num_filter)
     index, corner_weight, pixel_shape = _tap_geometry(data, offset)
-
-    # Table row (b*H*W + pixel)*9 + k holds W_k . x(pixel): FC weight row k*F + f = W[f, :, i, j].
-    pixels = mx.sym.reshape(mx.sym.reshape(mx.sym.transpose(data, axes=(0, 2, 3, 1)), shape=(-3, 0, 0)),
-                            shape=(-3, 0))                                          # (B*H*W, C)
-    fc_weight = mx.sym.reshape(mx.sym.reshape(mx.sym.transpose(weight, axes=(2, 3, 0, 1)), shape=(-3, 0, 0)),
-                               shape=(-3, 0))                                       # (9F, C)
-    table = mx.sym.FullyConnected(pixels, weight=fc_weight, num_hidden=9 * num_filter, no_bias=True,
-                                  name=name + "_taps")
-    table = mx.sym.reshape(table, shape=(-1, num_filter))                          # (B*H*W*9, F)
+    table = mx.sym.reshape(_tap_table(data, _fc_weight(weight), 9 * num_filter, name),
+                           shape=(-1, num_filter))                                  # (B*H*W*9, F)
     # Gathering per tap group instead was measured no faster (no L3 win).
     corners = mx.sym.reshape(mx.sym.take(table, mx.sym.reshape(index, shape=(-1,))), shape=(-1, 36, num_filter))
     blend = mx.sym.reshape(corner_weight, shape=(-1, 1, 36))
     out = mx.sym.reshape(mx.sym.batch_dot(blend, corners), shape=(-1, num_filter))  # (B*H*W, F)
     if not no_bias:
-        bias = mx.sym.Variable(name + "_bias")
-        like_f = mx.sym.zeros_like(mx.sym.sum(weight, axis=(1, 2, 3)))              # (F,): shape for the bias
-        out = mx.sym.broadcast_add(out, mx.sym.reshape(mx.sym.elemwise_add(bias, like_f), shape=(1, -1)))
+        out = mx.sym.broadcast_add(out, mx.sym.reshape(_bias_variable(name, weight), shape=(1, -1)))
     out = mx.sym.reshape_like(out, pixel_shape, lhs_begin=0, lhs_end=1)            # (B, H, W, F)
     return mx.sym.transpose(out, axes=(0, 3, 1, 2), name=name)
 
@@ -159,14 +244,18 @@ def _fast(data, offset, num_filter, name, no_bias):
 def deformable_conv(data, offset, num_filter, name, no_bias=False, impl="native"):
     """3x3 / stride 1 / pad 1 deformable convolution with params {name}_weight, {name}_bias."""
     _check_impl(impl)
-    if impl == "native":
-        return _native(data, offset, num_filter, name, no_bias)
-    return _fast(data, offset, num_filter, name, no_bias)
+    build = {"native": _native, "fast": _fast, "portable": _portable}[impl]
+    return build(data, offset, num_filter, name, no_bias)
 
 
-def deformable_unit(data, num_filter, name, offset_name, no_bias=False, impl="native"):
-    """Offsets from a zero-initialised 3x3 conv (so training starts as a plain conv), then the DCN."""
+def deformable_unit(data, num_filter, name, offset_name, no_bias=False, impl="native", in_channels=None):
+    """Offsets from a zero-initialised 3x3 conv (so training starts as a plain conv), then the DCN.
+
+    With impl "fast" both convolutions share one GEMM (`_fast_unit`); in_channels (the
+    channels of `data`), when given, saves that graph its runtime shape-inference ops."""
     _check_impl(impl)
+    if impl == "fast":
+        return _fast_unit(data, num_filter, name, offset_name, no_bias, in_channels)
     offset_weight = mx.sym.Variable(offset_name + "_weight", init=mx.init.Zero())
     offset_bias = mx.sym.Variable(offset_name + "_bias", init=mx.init.Zero())
     offset = mx.sym.Convolution(data=data, weight=offset_weight, bias=offset_bias, num_filter=18,

@@ -49,3 +49,14 @@ def maxpool2(data):
 
 def upsample_nearest2(data, name):
     return mx.sym.UpSampling(data, scale=2, sample_type="nearest", workspace=512, num_args=1, name=name)
+
+
+def fused_mean(inputs, name):
+    """(sum of inputs, narrower ones repeated along channels) / len(inputs) in one pass.
+
+    Equals Concat(y, y) + add_n + divide bit for bit (`sdu_mean`, symbols/ext); CPU only.
+    """
+    from . import ext
+
+    ext.load()
+    return mx.sym.sdu_mean(*inputs, num_args=len(inputs), name=name)

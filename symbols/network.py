@@ -16,13 +16,22 @@ INPUT_MEAN = 127.5
 INPUT_SCALE = 0.0078125
 
 
-def _deform(data, num_filter, name, offset_name, impl):
+def _deform(data, in_channels, num_filter, name, offset_name, impl):
     from .deform import deformable_unit  # imported lazily: graphs without DCN never need it
 
-    return deformable_unit(data, num_filter, name, offset_name, no_bias=False, impl=impl)
+    return deformable_unit(data, num_filter, name, offset_name, no_bias=False, impl=impl, in_channels=in_channels)
 
 
-def _stem(data, cfg: NetConfig):
+def resolve_mean_impl(impl: str, ctx=None) -> str:
+    """'auto' -> 'fused' when ctx is a CPU and the compiled library is built, else 'standard'."""
+    if impl != "auto":
+        return impl
+    from . import ext
+
+    return "fused" if ext.usable_on(ctx) else "standard"
+
+
+def _stem(data, cfg: NetConfig, fused_mean: bool):
     """Normalise raw 0..255 RGB, then conv -> block -> pool -> block -> block to n channels."""
     s, mid, n = cfg.widths
     body = (data - INPUT_MEAN) * INPUT_SCALE
@@ -31,17 +40,18 @@ def _stem(data, cfg: NetConfig):
     else:
         body = conv(body, s, "conv0", kernel=3, stride=1, pad=1)
     body = relu(bn(body, "bn0"), "relu0")
-    body = build_block(cfg.block, body, s, mid, "res0")
+    body = build_block(cfg.block, body, s, mid, "res0", fused_mean)
     body = maxpool2(body)
-    body = build_block(cfg.block, body, mid, mid, "res1")
-    return build_block(cfg.block, body, mid, n, "res2")
+    body = build_block(cfg.block, body, mid, mid, "res1", fused_mean)
+    return build_block(cfg.block, body, mid, n, "res2", fused_mean)
 
 
 def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
     """Per-stack heatmap symbols (B, num_classes, H, W), first stack first.
 
     The last is named "heatmap" (output "heatmap_output"), earlier ones "heatmap%d".
-    `ctx` (an mx.Context or None) only resolves dcn_impl="auto".
+    `ctx` (an mx.Context, a list of them, or None for the CPU) resolves the "auto"
+    implementations (dcn_impl, mean_impl).
     """
     cfg.validate()
     impl = cfg.dcn_impl
@@ -49,9 +59,10 @@ def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
         from .deform import resolve_impl
 
         impl = resolve_impl(impl, ctx)
+    fused = resolve_mean_impl(cfg.mean_impl, ctx) == "fused"
     _, _, n = cfg.widths
     data = mx.sym.Variable("data") if data is None else data
-    body = _stem(data, cfg)
+    body = _stem(data, cfg, fused)
     theta_inv = None
     if cfg.stn:
         from . import stn
@@ -59,20 +70,20 @@ def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
         theta = stn.localisation_theta(body, n, cfg.heatmap_size, cfg.multiplier)
         body = stn.warp(body, theta, cfg.heatmap_size)
         theta_inv = stn.invert_theta(theta)
-    topo = TopologyContext(block=cfg.block, channels=n, depth=cfg.depth)
+    topo = TopologyContext(block=cfg.block, channels=n, depth=cfg.depth, fused_mean=fused)
     heatmaps = []
     for i in range(cfg.stacks):
         last = i == cfg.stacks - 1
         shortcut = body
         body = TOPOLOGIES[cfg.topology](body, topo, PREFIX[cfg.topology] % i)
-        body = build_block(cfg.block, body, n, n, "stack%d_unit0" % i)
+        body = build_block(cfg.block, body, n, n, "stack%d_unit0" % i, fused)
         head_name = "heatmap%d" % i
         if last:  # with an STN the warped-frame head gets its own name; "heatmap" is the unwarped output
             head_name = "heatmap_warped" if cfg.stn else "heatmap"
         if cfg.dcn >= 2:
-            ll = _deform(body, n, "stack%d_ll_conv" % i, "stack%d_ll_conv_offset" % i, impl)
+            ll = _deform(body, n, n, "stack%d_ll_conv" % i, "stack%d_ll_conv_offset" % i, impl)
             ll = relu(bn(ll, "stack%d_ll_bn" % i), "stack%d_ll_relu" % i)
-            out = _deform(ll, cfg.num_classes, head_name, head_name + "_offset", impl)
+            out = _deform(ll, n, cfg.num_classes, head_name, head_name + "_offset", impl)
         else:
             ll = relu(bn(conv(body, n, "stack%d_ll_conv" % i, kernel=1), "stack%d_ll_bn" % i), "stack%d_ll_relu" % i)
             out = conv(ll, cfg.num_classes, head_name, kernel=1, no_bias=False)
@@ -82,7 +93,7 @@ def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
             out2 = conv(out, n, "stack%d_out2" % i, kernel=1, no_bias=False)
             body = mx.sym.add_n(shortcut, ll2, out2)
             if cfg.dcn in (1, 3):
-                body = _deform(body, n, "stack%d_out3" % i, "stack%d_out3_offset" % i, impl)
+                body = _deform(body, n, n, "stack%d_out3" % i, "stack%d_out3_offset" % i, impl)
     if theta_inv is not None:
         from . import stn
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import mxnet as mx
 
 from .blocks import build_block
-from .layers import bilinear_deconv_x2, bn, conv_bn_relu, maxpool2, relu, upsample_nearest2
+from .layers import bilinear_deconv_x2, bn, conv_bn_relu, fused_mean, maxpool2, relu, upsample_nearest2
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,11 @@ class TopologyContext:
     block: str
     channels: int
     depth: int
+    fused_mean: bool = False  # node means as one `sdu_mean` (CPU) instead of standard operators
 
     def unit(self, data, name):
         """The topology's "conv": one building block at full width."""
-        return build_block(self.block, data, self.channels, self.channels, name)
+        return build_block(self.block, data, self.channels, self.channels, name, self.fused_mean)
 
 
 def hourglass(data, ctx: TopologyContext, name: str, depth: int | None = None, lateral: bool = True):
@@ -94,10 +95,12 @@ class _ScaleAggregationGrid:
                 y = self._up_deconv(y, tag, w, h)
             else:
                 y = self.ctx.unit(upsample_nearest2(y, "%s_upsampling_w%d_h%d" % (self.name, w, h)), tag + "_4")
-            return (x + y) / 2
+            return fused_mean([x, y], tag + "_mean") if self.ctx.fused_mean else (x + y) / 2
         inputs = [self.ctx.unit(x, tag + "_x"), self.ctx.unit(self._up_deconv(y, tag, w, h), tag + "_y")]
         if self.variant in ("sat1", "sat2") and w + 1 <= h:
             inputs.append(self.ctx.unit(maxpool2(self.node(w + 1, h)), tag + "_z"))
+        if self.ctx.fused_mean:
+            return fused_mean(inputs, tag + "_mean")
         return mx.sym.add_n(*inputs, name=tag + "_add") / len(inputs)
 
 

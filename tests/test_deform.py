@@ -1,4 +1,5 @@
-"""The fast deformable conv graph computes exactly what MXNet's native op computes.
+"""The fast (compiled blend) and portable (standard ops) deformable conv graphs compute
+exactly what MXNet's native op computes.
 
 Every comparison binds both graphs to the same arrays, in float64 where the native op
 allows it, so any difference is the implementation's, not rounding's.
@@ -11,6 +12,9 @@ import pytest
 
 from insightface_align.errors import ConfigError
 from symbols.deform import deformable_conv, deformable_unit, resolve_impl
+
+
+CPU_IMPLS = ("fast", "portable")
 
 
 def _run(sym, arrays, dtype="float64", out_grad=None):
@@ -46,13 +50,14 @@ def _sample_rows(offset, height, width):
     return y, x
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("batch,channels,filters,height,width,reach", [
     (2, 3, 4, 5, 7, 1.0),      # small offsets, mostly inside
     (3, 5, 2, 6, 4, 1.5),      # offsets up to 1.5x the image: many samples outside
     (2, 4, 6, 7, 7, 0.3),
     (1, 2, 3, 3, 9, 1.5),
 ])
-def test_fast_equals_native_outputs_and_gradients(batch, channels, filters, height, width, reach):
+def test_fast_equals_native_outputs_and_gradients(batch, channels, filters, height, width, reach, impl):
     rng = np.random.RandomState(batch * 100 + channels)
     size = max(height, width)
     arrays = {"data": rng.randn(batch, channels, height, width),
@@ -65,7 +70,7 @@ def test_fast_equals_native_outputs_and_gradients(batch, channels, filters, heig
     out_grad = rng.randn(batch, filters, height, width)
 
     native, native_grads = _run(_dcn("native", filters), arrays, out_grad=out_grad)
-    fast, fast_grads = _run(_dcn("fast", filters), arrays, out_grad=out_grad)
+    fast, fast_grads = _run(_dcn(impl, filters), arrays, out_grad=out_grad)
     zero_offsets = _run(_dcn("native", filters), dict(arrays, offset=0 * arrays["offset"]))[0]
     assert _rel(native, zero_offsets) > 0.1          # the offsets matter here
     assert _rel(fast, native) < 1e-9
@@ -74,11 +79,12 @@ def test_fast_equals_native_outputs_and_gradients(batch, channels, filters, heig
         assert _rel(fast_grads[name], native_grads[name]) < 1e-9, name
 
 
-def test_fast_without_bias_has_no_bias_argument_and_matches():
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_fast_without_bias_has_no_bias_argument_and_matches(impl):
     rng = np.random.RandomState(3)
     arrays = {"data": rng.randn(2, 3, 5, 6), "offset": rng.uniform(-3, 3, (2, 18, 5, 6)),
               "dc_weight": rng.randn(4, 3, 3, 3)}
-    fast_sym, native_sym = _dcn("fast", 4, no_bias=True), _dcn("native", 4, no_bias=True)
+    fast_sym, native_sym = _dcn(impl, 4, no_bias=True), _dcn("native", 4, no_bias=True)
     assert "dc_bias" not in fast_sym.list_arguments()
     assert _rel(_run(fast_sym, arrays)[0], _run(native_sym, arrays)[0]) < 1e-9
 
@@ -103,13 +109,14 @@ def test_offset_layout_channel_2k_is_row_shift_of_tap_k():
                     expected[yy, xx] = 0.5 * data[0, 0, r, c0] + 0.5 * data[0, 0, r, c0 + 1]
                 else:                              # last fractional column reads column W-1
                     expected[yy, xx] = data[0, 0, r, c0]
-    for impl in ("native", "fast"):
+    for impl in ("native", "fast", "portable"):
         out = _run(_dcn(impl, 1, no_bias=True), {"data": data, "offset": offset, "dc_weight": weight})[0]
         np.testing.assert_allclose(out[0, 0], expected, atol=1e-12, err_msg=impl)
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("row", [-1.5, -1.0, -0.5, -1e-3, 0.0, 0.5, 3.0, 4.0, 4.25, 4.999, 5.0, 5.5])
-def test_border_rule_matches_native_value_and_gradients(row):
+def test_border_rule_matches_native_value_and_gradients(row, impl):
     """Centre tap of pixel (0, 2) sampled at (row, 2.25) in a 5x6 image; integer rows included."""
     rng = np.random.RandomState(5)
     h, w = 5, 6
@@ -123,7 +130,7 @@ def test_border_rule_matches_native_value_and_gradients(row):
     out_grad[0, 0, 0, 2] = 1.0
     arrays = {"data": data, "offset": offset, "dc_weight": weight, "dc_bias": np.zeros(1)}
     native, native_grads = _run(_dcn("native", 1), arrays, out_grad=out_grad)
-    fast, fast_grads = _run(_dcn("fast", 1), arrays, out_grad=out_grad)
+    fast, fast_grads = _run(_dcn(impl, 1), arrays, out_grad=out_grad)
     np.testing.assert_allclose(fast, native, atol=1e-12)
     for name in ("data", "offset", "dc_weight"):
         np.testing.assert_allclose(fast_grads[name], native_grads[name], atol=1e-12, err_msg=name)
@@ -136,7 +143,7 @@ def test_border_rule_matches_native_value_and_gradients(row):
         assert native_grads["offset"][0, 8, 0, 2] == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("impl", ["native", "fast"])
+@pytest.mark.parametrize("impl", ["native", *CPU_IMPLS])
 def test_zero_offsets_equal_a_plain_3x3_convolution(impl):
     rng = np.random.RandomState(6)
     arrays = {"data": rng.randn(2, 3, 6, 5), "offset": np.zeros((2, 18, 6, 5)),
@@ -146,7 +153,8 @@ def test_zero_offsets_equal_a_plain_3x3_convolution(impl):
     np.testing.assert_allclose(_run(_dcn(impl, 4), arrays)[0], expected, rtol=1e-10, atol=1e-10)
 
 
-def test_float32_zero_offset_gradients_match_native_at_network_size():
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_float32_zero_offset_gradients_match_native_at_network_size(impl):
     """At zero offsets every sample is on an integer: the offset gradient must be the same
     forward difference as native's (a float round trip could flip it to a backward one)."""
     rng = np.random.RandomState(7)
@@ -155,7 +163,7 @@ def test_float32_zero_offset_gradients_match_native_at_network_size():
               "dc_weight": rng.randn(2, 2, 3, 3), "dc_bias": rng.randn(2)}
     out_grad = rng.randn(1, 2, h, w)
     native, native_grads = _run(_dcn("native", 2), arrays, "float32", out_grad)
-    fast, fast_grads = _run(_dcn("fast", 2), arrays, "float32", out_grad)
+    fast, fast_grads = _run(_dcn(impl, 2), arrays, "float32", out_grad)
     assert _rel(fast, native) < 1e-5
     assert np.abs(fast_grads["offset"] - native_grads["offset"]).max() < 1e-3
     assert _rel(fast_grads["data"], native_grads["data"]) < 1e-5
@@ -168,13 +176,13 @@ def _unit(impl, num_filter=4):
 
 def test_unit_arguments_identical_and_offset_conv_starts_at_zero():
     shape = (2, 3, 6, 5)
-    syms = {impl: _unit(impl) for impl in ("native", "fast")}
+    syms = {impl: _unit(impl) for impl in ("native", *CPU_IMPLS)}
     signatures = {}
     for impl, sym in syms.items():
         arg_shapes, _, aux_shapes = sym.infer_shape(data=shape)
         signatures[impl] = (list(zip(sym.list_arguments(), arg_shapes)), sym.list_auxiliary_states())
         assert sym.list_outputs() == ["stack0_ll_conv_output"]
-    assert signatures["fast"] == signatures["native"]
+    assert signatures["fast"] == signatures["native"] == signatures["portable"]
     assert dict(signatures["fast"][0])["stack0_ll_conv_weight"] == (4, 3, 3, 3)
 
     for impl, sym in syms.items():
@@ -196,8 +204,8 @@ def test_unit_checkpoint_runs_on_either_graph():
     arrays = {name: rng.randn(*s) for name, s in zip(native.list_arguments(), arg_shapes)}
     arrays["stack0_ll_conv_offset_weight"] *= 0.5
     out_native = _run(native, arrays)[0]
-    out_fast = _run(_unit("fast"), arrays)[0]
-    assert _rel(out_fast, out_native) < 1e-9
+    for impl in CPU_IMPLS:
+        assert _rel(_run(_unit(impl), arrays)[0], out_native) < 1e-9, impl
 
 
 def test_resolve_impl():
@@ -207,6 +215,7 @@ def test_resolve_impl():
     assert resolve_impl("auto", None) == "fast"
     assert resolve_impl("native", mx.cpu()) == "native"
     assert resolve_impl("fast", mx.gpu(0)) == "fast"
+    assert resolve_impl("portable", mx.cpu()) == "portable"
     with pytest.raises(ConfigError):
         resolve_impl("cudnn", mx.cpu())
     with pytest.raises(ConfigError):

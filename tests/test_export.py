@@ -63,19 +63,50 @@ np.save({str(tmp_path / 'y.npy')!r}, mod.get_outputs()[0].asnumpy())
     assert set(arg) == set(sym.list_arguments()) - {"data"}
 
 
-def test_native_and_fast_exports_agree(dcn_ckpt):
+def test_native_portable_and_fast_exports_agree(dcn_ckpt):
     prefix, epoch = dcn_ckpt
     outs = {}
-    for impl in ("native", "fast"):
+    for impl in ("native", "portable", "fast"):
         sym, arg, aux = ex.deploy_graph(prefix, epoch, impl)
         ops = {n["op"] for n in json.loads(sym.tojson())["nodes"]}
         assert ("_contrib_DeformableConvolution" in ops) == (impl == "native")
+        assert ("sdu_deform_unit" in ops) == (impl == "fast")
+        assert "sdu_mean" not in ops                     # standard means unless cpu_ops
         outs[impl] = HeatmapModel(sym, arg, aux, batch_size=2)(_images())
     # Same parameters, same function: differences only where a float32 sample coordinate lands
     # within rounding of a pixel boundary (a handful of the 557k outputs).
-    diff = np.abs(outs["fast"] - outs["native"])
-    assert np.linalg.norm(diff) / np.linalg.norm(outs["native"]) < 1e-3
-    assert np.mean(diff > 1e-4 * np.abs(outs["native"]).max()) < 1e-4
+    for impl in ("portable", "fast"):
+        diff = np.abs(outs[impl] - outs["native"])
+        assert np.linalg.norm(diff) / np.linalg.norm(outs["native"]) < 1e-3, impl
+        assert np.mean(diff > 1e-4 * np.abs(outs["native"]).max()) < 1e-4, impl
+
+
+def test_cpu_ops_export_loads_with_the_library_and_matches(dcn_ckpt, tmp_path):
+    """--cpu-ops: fast DCN + fused means; a loader registers libsdu_ops.so, then plain MXNet."""
+    from symbols import ext
+
+    prefix, epoch = dcn_ckpt
+    plain = ex.deploy_graph(prefix, epoch)
+    sym, arg, aux = ex.deploy_graph(prefix, epoch, cpu_ops=True)
+    ops = {n["op"] for n in json.loads(sym.tojson())["nodes"]}
+    assert {"sdu_deform_unit", "sdu_mean"} <= ops and "_div_scalar" not in ops
+    ex.save_deploy(str(tmp_path / "cpu"), sym, arg, aux)
+    expected = HeatmapModel(*plain, batch_size=1)(_images(1))
+    np.testing.assert_allclose(HeatmapModel.load(str(tmp_path / "cpu"), 0, batch_size=1)(_images(1)), expected,
+                               rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    np.save(tmp_path / "x.npy", _images(1))
+    script = f"""
+import numpy as np, mxnet as mx
+mx.library.load({ext.LIBRARY!r}, False)
+sym, arg, aux = mx.model.load_checkpoint({str(tmp_path / 'cpu')!r}, 0)
+mod = mx.mod.Module(sym.get_internals()['heatmap_output'], data_names=['data'], label_names=None)
+mod.bind(data_shapes=[('data', (1, 3, 128, 128))], for_training=False)
+mod.set_params(arg, aux)
+mod.forward(mx.io.DataBatch([mx.nd.array(np.load({str(tmp_path / 'x.npy')!r}))]), is_train=False)
+np.save({str(tmp_path / 'y.npy')!r}, mod.get_outputs()[0].asnumpy())
+"""
+    subprocess.run([sys.executable, "-I", "-c", script], check=True, cwd=str(tmp_path))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 
 
 def test_batchnorm_folding_is_exact(dcn_ckpt):

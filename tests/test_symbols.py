@@ -30,18 +30,21 @@ def test_reference_graphs_present():
 
 
 def _parity_cases():
-    """Every reference graph with the native op; those with deformable convs also with the fast one."""
+    """Every reference graph with the release's operators (native DCN, standard means) and
+    with the fused CPU means; those with deformable convs also with fast and portable DCN."""
     for path in REFERENCES:
-        yield pytest.param(path, "native", id=path.stem + "-native")
+        yield pytest.param(path, "native", "standard", id=path.stem + "-native")
+        yield pytest.param(path, "native", "fused", id=path.stem + "-native-fused")
         if json.loads(path.read_text())["config"]["net_dcn"]:
-            yield pytest.param(path, "fast", id=path.stem + "-fast")
+            yield pytest.param(path, "fast", "fused", id=path.stem + "-fast")
+            yield pytest.param(path, "portable", "standard", id=path.stem + "-portable")
 
 
-@pytest.mark.parametrize("path,impl", list(_parity_cases()))
-def test_release_parity(path, impl):
+@pytest.mark.parametrize("path,impl,mean", list(_parity_cases()))
+def test_release_parity(path, impl, mean):
     """Parameter and auxiliary names, shapes and order equal the original release's graph."""
     ref = json.loads(path.read_text())
-    cfg = NetConfig.from_release(ref["config"]).replace(dcn_impl=impl)
+    cfg = NetConfig.from_release(ref["config"]).replace(dcn_impl=impl, mean_impl=mean)
     sym = get_symbol(cfg)
     args, aux = param_shapes(sym, tuple(ref["input"][1]))
     assert [[n, list(s)] for n, s in args] == ref["arguments"]
@@ -50,7 +53,7 @@ def test_release_parity(path, impl):
     assert stats.params == ref["trainable_params"] and stats.aux == ref["aux_states"]
     assert round(stats.size_mb, 2) == pytest.approx(ref["size_mb"], abs=0.01)
     assert sym.list_outputs() == ["heatmap_output"]
-    if impl == "native":
+    if impl == "native" and mean == "standard":
         assert _op_counts(sym) == ref["operator_counts"]
 
 

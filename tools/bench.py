@@ -8,8 +8,8 @@
 
 `dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
 a training step (forward + backward + SGD update of an MSE loss on every stack's
-heatmaps) at --batch and inference at --infer-batch, for dcn_impl native and fast and
-for the same network without DCN (dcn 0, the floor). Variants run round-robin on the
+heatmaps) at --batch and inference at --infer-batch, for dcn_impl native, fast and
+portable and for the same network without DCN (dcn 0, the floor). Variants run round-robin on the
 same inputs so load from other processes hits them alike (training modules are bound
 one at a time: at batch 8 the floor takes ~6 GB, fast ~13 GB); medians are reported
 with their ratio to the floor.
@@ -31,7 +31,7 @@ from tqdm import tqdm  # noqa: E402
 
 from symbols.config import NetConfig  # noqa: E402
 
-VARIANTS = ("none", "native", "fast")
+VARIANTS = ("none", "native", "fast", "portable")
 
 
 def paper_config(variant: str, multiplier: float) -> NetConfig:
@@ -152,7 +152,8 @@ def markdown_table(summary: dict) -> str:
     cfg = summary["config"]
     lines = [f"| DCN | train step s (batch {cfg['batch']}) | x no-DCN | inference s (batch {cfg['infer_batch']}) | x no-DCN |",
              "| --- | ---: | ---: | ---: | ---: |"]
-    names = {"none": "none (floor)", "native": "native", "fast": "fast"}
+    names = {"none": "none (floor)", "native": "native", "fast": "fast (compiled blend)",
+             "portable": "portable (standard ops)"}
 
     def cell(row, key, fmt):
         return fmt % row[key] if key in row else "-"

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     mx.random.seed(cfg.seed)
     mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
     untrained = HeatmapModel(sym, *mod.get_params(), batch_size=32)
-    dsym, darg, daux = ex.deploy_graph(str(out / "train" / "model"), cfg.max_steps, "fast")
+    dsym, darg, daux = ex.deploy_graph(str(out / "train" / "model"), cfg.max_steps)
     ex.save_deploy(str(out / "deploy"), dsym, darg, daux)
     trained = HeatmapModel.load(str(out / "deploy"), 0, batch_size=32)
     rows, curves = [], {}

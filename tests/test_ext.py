@@ -1,0 +1,179 @@
+"""The compiled operator library: build, load and error paths, and the operator's own checks.
+
+(Its numerics against MXNet's native deformable convolution are in test_deform.py.)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from symbols import ext
+from symbols.deform import deformable_unit
+
+
+def test_library_is_built_and_registers_its_operators():
+    assert not ext.is_stale(), "make install builds symbols/ext/libsdu_ops.so"
+    ext.load()
+    for op in ext.OPS:
+        assert hasattr(mx.sym, op) and hasattr(mx.nd, op), op
+
+
+def test_missing_library_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "libnothing.so")
+    with pytest.raises(ext.ExtensionError, match="libnothing.so is missing"):
+        ext.load(path)
+
+
+def test_stale_library_is_refused(tmp_path):
+    stale = tmp_path / "libold.so"
+    stale.write_bytes(b"\x7fELF")
+    old = min(os.path.getmtime(s) for s in ext._sources()) - 100
+    os.utime(stale, (old, old))
+    assert ext.is_stale(str(stale))
+    with pytest.raises(ext.ExtensionError, match="older than its sources"):
+        ext.load(str(stale))
+
+
+def test_failed_build_names_the_library_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "false")   # a "compiler" that always fails
+    target = tmp_path / "libsdu_ops.so"
+    with pytest.raises(ext.ExtensionError, match="building .*libsdu_ops.so failed"):
+        ext.build(str(target), force=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    with pytest.raises(ext.ExtensionError, match="no C\\+\\+ compiler 'no-such-compiler-xyz'"):
+        ext.build(str(tmp_path / "lib.so"), force=True)
+
+
+def test_blend_rejects_inconsistent_shapes_with_its_own_message():
+    ext.load()
+    offset = mx.nd.zeros((1, 18, 4, 4))
+    with pytest.raises(mx.base.MXNetError, match="sdu_dcn_blend: expected offset"):
+        mx.nd.sdu_dcn_blend(offset, mx.nd.zeros((1, 4, 5, 9 * 2)), no_bias=True).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="sdu_dcn_blend: expected table"):
+        mx.nd.sdu_dcn_blend(offset, mx.nd.zeros((1, 4, 4, 10)), no_bias=True).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="sdu_dcn_blend: bias must have shape"):
+        mx.nd.sdu_dcn_blend(offset, mx.nd.zeros((1, 4, 4, 18)), mx.nd.zeros(3)).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="sdu_deform_unit: expected table"):
+        mx.nd.sdu_deform_unit(mx.nd.zeros((1, 4, 4, 162)), mx.nd.zeros(18), no_bias=True).wait_to_read()
+
+
+def test_blend_with_zero_offsets_sums_the_nine_shifted_taps():
+    """The operator alone, against a direct loop: out[b, f, y, x] = bias + sum_k T[(y+i-1, x+j-1), k, f]."""
+    ext.load()
+    rng = np.random.RandomState(0)
+    b, h, w, f = 2, 4, 5, 3
+    table = rng.randn(b, h, w, 9 * f).astype(np.float32)
+    bias = rng.randn(f).astype(np.float32)
+    out = mx.nd.sdu_dcn_blend(mx.nd.zeros((b, 18, h, w)), mx.nd.array(table), mx.nd.array(bias)).asnumpy()
+    taps = table.reshape(b, h, w, 9, f)
+    # The fused unit with an all-zero offset-tap block and offset bias is the same blend.
+    unit_table = np.concatenate([np.zeros((b, h, w, 162), np.float32), table], axis=3)
+    unit = mx.nd.sdu_deform_unit(mx.nd.array(unit_table), mx.nd.zeros(18), mx.nd.array(bias)).asnumpy()
+    np.testing.assert_allclose(unit, out, rtol=1e-6, atol=1e-6)
+    expected = np.broadcast_to(bias[None, :, None, None], (b, f, h, w)).copy()
+    for k in range(9):
+        i, j = divmod(k, 3)
+        for y in range(h):
+            for x in range(w):
+                if 0 <= y + i - 1 < h and 0 <= x + j - 1 < w:
+                    expected[:, :, y, x] += taps[:, y + i - 1, x + j - 1, k, :]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_unit_trains_identically_on_two_cpu_contexts():
+    """The GPU data-parallel path, exercised on mx.cpu(0) + mx.cpu(1): same gradients as one device."""
+    rng = np.random.RandomState(1)
+    sym = deformable_unit(mx.sym.Variable("data"), 4, "dc", "dc_offset", impl="fast")
+    loss = mx.sym.MakeLoss(mx.sym.mean(mx.sym.square(sym)))
+    data = mx.nd.array(rng.randn(4, 3, 6, 6))
+    arg_shapes, _, _ = sym.infer_shape(data=data.shape)
+    params = {name: mx.nd.array(rng.randn(*shape) * (0.1 if "offset" in name else 0.5))
+              for name, shape in zip(sym.list_arguments(), arg_shapes) if name != "data"}
+    grads = []
+    for contexts in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        mod = mx.mod.Module(loss, data_names=["data"], label_names=None, context=contexts)
+        mod.bind(data_shapes=[("data", data.shape)])
+        mod.init_params(arg_params=params, aux_params={})
+        mod.forward_backward(mx.io.DataBatch([data]))
+        group = mod._exec_group
+        grads.append({name: sum(g.asnumpy() for g in per_device)
+                      for name, per_device in zip(group.param_names, group.grad_arrays)})
+    one, two = grads
+    assert np.abs(one["dc_offset_weight"]).max() > 0
+    for name in one:
+        # Each device's loss is a mean over its half: two devices sum to twice the one-device gradient.
+        np.testing.assert_allclose(two[name], 2 * one[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_mean_repeats_narrow_inputs_and_matches_standard_operators_bit_for_bit():
+    ext.load()
+    rng = np.random.RandomState(2)
+    x = rng.randn(2, 8, 3, 5).astype(np.float32)
+    y = rng.randn(2, 4, 3, 5).astype(np.float32)
+    z = rng.randn(2, 8, 3, 5).astype(np.float32)
+    fused = mx.nd.sdu_mean(mx.nd.array(x), mx.nd.array(y), num_args=2).asnumpy()
+    standard = (mx.nd.add_n(mx.nd.array(x), mx.nd.concat(mx.nd.array(y), mx.nd.array(y), dim=1)) / 2).asnumpy()
+    assert np.array_equal(fused, standard)
+    three = mx.nd.sdu_mean(mx.nd.array(x), mx.nd.array(z), mx.nd.array(x), num_args=3).asnumpy()
+    assert np.array_equal(three, (mx.nd.add_n(*[mx.nd.array(a) for a in (x, z, x)]) / 3).asnumpy())
+
+
+def test_mean_gradients_sum_over_the_repeated_channels():
+    ext.load()
+    rng = np.random.RandomState(3)
+    x, y = mx.nd.array(rng.randn(1, 6, 2, 2)), mx.nd.array(rng.randn(1, 2, 2, 2))
+    g = rng.randn(1, 6, 2, 2)
+    x.attach_grad()
+    y.attach_grad()
+    with mx.autograd.record():
+        out = mx.nd.sdu_mean(x, y, num_args=2)
+    out.backward(mx.nd.array(g))
+    np.testing.assert_allclose(x.grad.asnumpy(), g / 2, rtol=1e-6)
+    np.testing.assert_allclose(y.grad.asnumpy(), (g[:, 0:2] + g[:, 2:4] + g[:, 4:6]) / 2, rtol=1e-6)
+
+
+def test_mean_rejects_channel_counts_that_do_not_divide():
+    ext.load()
+    with pytest.raises(mx.base.MXNetError, match="sdu_mean: inputs need equal B, H, W"):
+        mx.nd.sdu_mean(mx.nd.zeros((1, 6, 2, 2)), mx.nd.zeros((1, 4, 2, 2)), num_args=2).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="sdu_mean: inputs need equal B, H, W"):
+        mx.nd.sdu_mean(mx.nd.zeros((1, 4, 2, 2)), mx.nd.zeros((1, 4, 3, 2)), num_args=2).wait_to_read()
+
+
+@pytest.mark.parametrize("block,topology", [("cab", "sat3"), ("cab", "hourglass"), ("resnet", "sat1"),
+                                            ("hpm", "dla")])
+def test_fused_means_compute_the_standard_network_exactly(block, topology):
+    """Same parameters, fused vs standard means: the same heatmaps and gradients (float64,
+    so training-mode BatchNorm cannot amplify summation-order rounding)."""
+    from symbols.config import NetConfig
+    from symbols.network import build_heatmaps
+
+    base = NetConfig(block=block, topology=topology, depth=2, stacks=1, multiplier=0.5, input_size=64,
+                     heatmap_size=16, dcn_impl="native")
+    results = {}
+    for mean in ("standard", "fused"):
+        heat = build_heatmaps(base.replace(mean_impl=mean))[-1]
+        ops = {n["op"] for n in json.loads(heat.tojson())["nodes"]}
+        assert ("sdu_mean" in ops) == (mean == "fused" and (block == "cab" or topology != "hourglass")), ops
+        ex = heat.simple_bind(mx.cpu(), data=(2, 3, 64, 64), type_dict={n: "float64" for n in heat.list_arguments()})
+        rng = np.random.RandomState(4)
+        for name, arr in sorted(ex.arg_dict.items()):
+            arr[:] = rng.uniform(0, 255, arr.shape) if name == "data" else rng.randn(*arr.shape) * 0.1
+        for name, arr in sorted(ex.aux_dict.items()):
+            arr[:] = 1.0 if name.endswith("var") else 0.0
+        out = ex.forward(is_train=True)[0].asnumpy()
+        ex.backward(mx.nd.array(np.random.RandomState(5).randn(*out.shape), dtype="float64"))
+        results[mean] = (out, {k: v.asnumpy() for k, v in ex.grad_dict.items()})
+    np.testing.assert_allclose(results["fused"][0], results["standard"][0], rtol=1e-12, atol=1e-12)
+    for name, grad in results["standard"][1].items():
+        assert np.abs(grad).max() > 0, name
+        np.testing.assert_allclose(results["fused"][1][name], grad, rtol=1e-9, atol=1e-9 * np.abs(grad).max(),
+                                   err_msg=name)
