@@ -9,10 +9,11 @@
 `dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
 a training step (forward + backward + SGD update of an MSE loss on every stack's
 heatmaps) at --batch and inference at --infer-batch, for dcn_impl native, fast and
-portable and for the same network without DCN (dcn 0, the floor). Variants run round-robin on the
-same inputs so load from other processes hits them alike (training modules are bound
-one at a time: at batch 8 the floor takes ~6 GB, fast ~13 GB); medians are reported
-with their ratio to the floor.
+portable and for the same network without DCN (dcn 0, the floor), all with the same
+node means (--mean-impl). Offset convs get fractional biases, so every bilinear sample
+costs what it costs in a trained model. Variants run round-robin on the same inputs
+so load from other processes hits them alike (training modules are bound one at a
+time); medians are reported with their ratio to the floor.
 """
 from __future__ import annotations
 
@@ -34,12 +35,30 @@ from symbols.config import NetConfig  # noqa: E402
 VARIANTS = ("none", "native", "fast", "portable")
 
 
-def paper_config(variant: str, multiplier: float) -> NetConfig:
+def paper_config(variant: str, multiplier: float, mean_impl: str = "auto") -> NetConfig:
     """The paper's model; variant 'none' drops the deformable convs (dcn=0)."""
     dcn = 0 if variant == "none" else 3
     impl = "native" if variant == "none" else variant
     return NetConfig(block="cab", topology="sat3", depth=3, stacks=2, dcn=dcn, dcn_impl=impl,
-                     multiplier=multiplier)
+                     multiplier=multiplier, mean_impl=mean_impl)
+
+
+def trained_like_offsets(mod: mx.mod.Module, seed: int) -> None:
+    """Give every offset conv a bias of fractional shifts in (-1.5, 1.5) px.
+
+    Zero-initialised offset convs put every sample on a pixel centre, where the fast
+    blend skips three of the four bilinear corners: timings would flatter it against a
+    trained model. With these biases every sample is fractional, as after training.
+    """
+    args, aux = mod.get_params()
+    rng = np.random.RandomState(seed)
+    changed = False
+    for name, value in args.items():
+        if name.endswith("_offset_bias"):
+            args[name] = mx.nd.array(rng.uniform(-1.5, 1.5, value.shape))
+            changed = True
+    if changed:
+        mod.set_params(args, aux)
 
 
 def _heatmaps(cfg: NetConfig):
@@ -62,6 +81,7 @@ def train_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
              label_shapes=[("label", (batch, cfg.num_classes, size, size))])
     mx.random.seed(seed)
     mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    trained_like_offsets(mod, seed)
     mod.init_optimizer(optimizer="sgd", optimizer_params={"learning_rate": 1e-6, "momentum": 0.9})
     return mod
 
@@ -73,6 +93,7 @@ def infer_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
     mod.bind(data_shapes=[("data", (batch, 3, cfg.input_size, cfg.input_size))], for_training=False)
     mx.random.seed(seed)
     mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    trained_like_offsets(mod, seed)
     return mod
 
 
@@ -109,7 +130,8 @@ def bench_dcn(args) -> dict:
     results = {v: {"train": [], "infer": []} for v in variants}
 
     # Inference first (small modules, all bound at once), round-robin after one warm-up.
-    infer_mods = {v: infer_module(paper_config(v, args.width), args.infer_batch, args.seed) for v in variants}
+    infer_mods = {v: infer_module(paper_config(v, args.width, args.mean_impl), args.infer_batch, args.seed)
+                  for v in variants}
     for v in variants:
         time_inference(infer_mods[v], infer_batch)
     for _ in tqdm(range(args.infer_repeats), desc="inference rounds", disable=args.quiet):
@@ -122,13 +144,14 @@ def bench_dcn(args) -> dict:
         # binds, warms up and times every variant in turn, then frees it.
         for _ in tqdm(range(args.repeats), desc="training rounds", disable=args.quiet):
             for v in variants:
-                mod = train_module(paper_config(v, args.width), args.batch, args.seed)
+                mod = train_module(paper_config(v, args.width, args.mean_impl), args.batch, args.seed)
                 time_train_step(mod, train_batch)
                 results[v]["train"].append(time_train_step(mod, train_batch))
                 del mod
                 gc.collect()
 
     summary = {"config": {"model": "cab/sat3/depth3/stacks2/dcn3", "width": args.width, "batch": args.batch,
+                          "mean_impl": args.mean_impl, "offsets": "fractional (offset biases in (-1.5, 1.5))",
                           "infer_batch": args.infer_batch, "repeats": args.repeats,
                           "infer_repeats": args.infer_repeats,
                           "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
@@ -175,7 +198,8 @@ def _write_json(path: str, payload: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    dcn = sub.add_parser("dcn", help="paper model: training step and inference with native / fast / no DCN")
+    dcn = sub.add_parser("dcn", help="paper model: training step and inference with native / fast / portable / "
+                                      "no DCN")
     dcn.add_argument("--repeats", type=int, default=2,
                      help="training rounds; each binds every variant, warms up and times one step "
                           "(a native step takes ~40-70 s)")
@@ -186,6 +210,8 @@ def main(argv=None) -> int:
     dcn.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                      help="which variants to run (ratios need 'none')")
     dcn.add_argument("--skip-train", action="store_true", help="only time inference")
+    dcn.add_argument("--mean-impl", choices=["auto", "standard", "fused"], default="auto",
+                     help="node means of every variant (standard = the release's operators)")
     dcn.add_argument("--seed", type=int, default=0)
     dcn.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
     dcn.add_argument("--quiet", action="store_true", help="no progress bars")

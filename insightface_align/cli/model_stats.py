@@ -7,6 +7,8 @@ import sys
 
 from tqdm import tqdm
 
+from symbols.config import DCN_IMPLS, MEAN_IMPLS
+
 from ..recipe import load_recipe, recipe_names
 
 
@@ -15,8 +17,10 @@ def parse_args(argv=None):
     p.add_argument("--recipes", nargs="*", default=None, help="recipe names (default: every recipe)")
     p.add_argument("--repeats", type=int, default=5, help="timed forward passes per recipe (median reported)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
-    p.add_argument("--dcn-impl", choices=["auto", "native", "fast"], default="auto",
+    p.add_argument("--dcn-impl", choices=list(DCN_IMPLS), default="auto",
                    help="deformable convolution implementation for the latency column")
+    p.add_argument("--mean-impl", choices=list(MEAN_IMPLS), default="auto",
+                   help="node means for the latency column (standard = the release's operators)")
     p.add_argument("--width", type=float, default=None, help="override every recipe's width multiplier")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     return p.parse_args(argv)
@@ -26,7 +30,7 @@ def recipe_row(name: str, args) -> dict:
     from symbols.network import get_symbol
     from symbols.stats import graph_stats
 
-    overrides = {"dcn_impl": args.dcn_impl}
+    overrides = {"dcn_impl": args.dcn_impl, "mean_impl": args.mean_impl}
     if args.width is not None:
         overrides["multiplier"] = args.width
     recipe = load_recipe(name, **overrides)

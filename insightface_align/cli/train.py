@@ -15,6 +15,8 @@ from pathlib import Path
 
 import mxnet as mx
 
+from symbols.config import DCN_IMPLS, MEAN_IMPLS
+
 from ..errors import AlignError
 from ..recipe import load_recipe
 
@@ -35,7 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--pretrained", default=None, help="PREFIX,EPOCH of a checkpoint to start from")
     p.add_argument("--freeze-bn", action="store_true", help="use BatchNorm running statistics (fine-tuning)")
     p.add_argument("--width", type=float, default=None, help="override the recipe's width multiplier")
-    p.add_argument("--dcn-impl", choices=["auto", "native", "fast"], default=None)
+    p.add_argument("--dcn-impl", choices=list(DCN_IMPLS), default=None,
+                   help="deformable convolution (default: the recipe's, auto = native on GPU, fast on CPU)")
+    p.add_argument("--mean-impl", choices=list(MEAN_IMPLS), default=None,
+                   help="node means (default: the recipe's, auto = fused on CPU, standard on GPU)")
     for name, typ in (("lr", float), ("max-steps", int), ("batch-per-device", int), ("checkpoint-every", int),
                       ("val-every", int), ("log-every", int), ("seed", int), ("num-workers", int)):
         p.add_argument("--" + name, type=typ, default=None, help="override train.%s" % name.replace("-", "_"))
@@ -61,6 +66,8 @@ def main(argv=None) -> int:
             net_over["multiplier"] = args.width
         if args.dcn_impl:
             net_over["dcn_impl"] = args.dcn_impl
+        if args.mean_impl:
+            net_over["mean_impl"] = args.mean_impl
         recipe = load_recipe(args.recipe, **net_over)
         train = dict(recipe.train)
         for key in ("lr", "max_steps", "batch_per_device", "checkpoint_every", "val_every", "log_every", "seed",
