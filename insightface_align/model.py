@@ -74,7 +74,16 @@ class HeatmapModel:
 
     @classmethod
     def load(cls, prefix: str, epoch: int, ctx=None, batch_size: int = 1, input_size: int = 128) -> "HeatmapModel":
-        sym = load_symbol(prefix)
+        """Our checkpoints are rebuilt from their stored NetConfig with the operators that
+        suit ctx (compiled CPU ones on CPU, MXNet's on GPU); others load their saved graph."""
+        net = checkpoint_network(prefix, epoch)
+        if net is not None:
+            from symbols.config import NetConfig
+            from symbols.network import for_context, get_symbol
+
+            sym = get_symbol(for_context(NetConfig.from_dict(net), ctx), ctx=ctx)
+        else:
+            sym = load_symbol(prefix)
         arg, aux = load_params(prefix, epoch)
         missing = [n for n in sym.list_arguments() if n != "data" and n not in arg]
         if missing:

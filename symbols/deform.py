@@ -39,10 +39,12 @@ def resolve_impl(impl: str, ctx=None) -> str:
     'portable'. Unknown names raise ConfigError."""
     if impl not in DCN_IMPLS:
         raise ConfigError("dcn_impl", f"unknown implementation {impl!r}; choose one of {', '.join(DCN_IMPLS)}")
-    if impl != "auto":
-        return impl
     from . import ext
 
+    if impl == "fast" and ext.on_gpu(ctx):
+        raise ConfigError("dcn_impl", "'fast' is a CPU-only compiled operator; use native (or auto) on GPUs")
+    if impl != "auto":
+        return impl
     if ext.on_gpu(ctx):
         return "native"
     return "fast" if ext.available() else "portable"

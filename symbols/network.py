@@ -8,6 +8,8 @@ from __future__ import annotations
 import mxnet as mx
 
 from .blocks import build_block
+from insightface_align.errors import ConfigError
+
 from .config import NetConfig
 from .layers import bn, conv, maxpool2, relu
 from .topologies import PREFIX, TOPOLOGIES, TopologyContext
@@ -24,10 +26,12 @@ def _deform(data, in_channels, num_filter, name, offset_name, impl):
 
 def resolve_mean_impl(impl: str, ctx=None) -> str:
     """'auto' -> 'fused' when ctx is a CPU and the compiled library is built, else 'standard'."""
-    if impl != "auto":
-        return impl
     from . import ext
 
+    if impl == "fused" and ext.on_gpu(ctx):
+        raise ConfigError("mean_impl", "'fused' is a CPU-only compiled operator; use standard (or auto) on GPUs")
+    if impl != "auto":
+        return impl
     return "fused" if ext.usable_on(ctx) else "standard"
 
 
@@ -100,6 +104,17 @@ def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
         heatmaps = [stn.warp(h, theta_inv, cfg.heatmap_size) for h in heatmaps]
         heatmaps[-1] = mx.sym.identity(heatmaps[-1], name="heatmap")
     return heatmaps
+
+
+def for_context(cfg: NetConfig, ctx) -> NetConfig:
+    """cfg with CPU-only operator choices (fast DCN, fused means) swapped for their GPU
+    equivalents when ctx has a GPU: the same parameters, so any checkpoint runs anywhere."""
+    from . import ext
+
+    if not ext.on_gpu(ctx):
+        return cfg
+    return cfg.replace(dcn_impl="native" if cfg.dcn_impl == "fast" else cfg.dcn_impl,
+                       mean_impl="standard" if cfg.mean_impl == "fused" else cfg.mean_impl)
 
 
 def get_symbol(cfg: NetConfig, ctx=None) -> mx.sym.Symbol:

@@ -214,7 +214,8 @@ def test_resolve_impl():
     assert resolve_impl("auto", mx.cpu()) == "fast"
     assert resolve_impl("auto", None) == "fast"
     assert resolve_impl("native", mx.cpu()) == "native"
-    assert resolve_impl("fast", mx.gpu(0)) == "fast"
+    with pytest.raises(ConfigError, match="CPU-only"):
+        resolve_impl("fast", mx.gpu(0))
     assert resolve_impl("portable", mx.cpu()) == "portable"
     with pytest.raises(ConfigError):
         resolve_impl("cudnn", mx.cpu())

@@ -177,3 +177,19 @@ def test_fused_means_compute_the_standard_network_exactly(block, topology):
         assert np.abs(grad).max() > 0, name
         np.testing.assert_allclose(results["fused"][1][name], grad, rtol=1e-9, atol=1e-9 * np.abs(grad).max(),
                                    err_msg=name)
+
+
+def test_cpu_only_operators_are_refused_on_gpu_and_swapped_by_for_context():
+    from insightface_align.errors import ConfigError
+    from symbols.config import NetConfig
+    from symbols.network import for_context, resolve_mean_impl
+
+    with pytest.raises(ConfigError, match="mean_impl.*CPU-only"):
+        resolve_mean_impl("fused", mx.gpu(0))
+    assert resolve_mean_impl("auto", mx.gpu(0)) == "standard"
+    assert resolve_mean_impl("auto", mx.cpu()) == "fused"
+    cpu = NetConfig(block="cab", topology="sat3", depth=3, dcn=3, dcn_impl="fast", mean_impl="fused")
+    assert for_context(cpu, mx.cpu()) == cpu
+    gpu = for_context(cpu, [mx.gpu(0), mx.gpu(1)])
+    assert (gpu.dcn_impl, gpu.mean_impl) == ("native", "standard")
+    assert for_context(cpu.replace(dcn_impl="portable"), mx.gpu(0)).dcn_impl == "portable"
