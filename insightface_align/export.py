@@ -153,13 +153,18 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
                   exclude_first_conv: bool = True) -> tuple:
     """INT8 graph by MXNet's MKLDNN quantisation, calibrated ('naive' min/max) on calib_images.
 
-    Layers MXNet cannot quantise (deformable convolution, bilinear sampling) stay in fp32.
+    Layers MXNet cannot quantise (deformable convolutions in any form, bilinear sampling,
+    this project's compiled operators) stay in fp32.
     """
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
     n = len(calib_images) - len(calib_images) % batch_size
     it = mx.io.NDArrayIter(data=calib_images[:n].astype(np.float32), batch_size=batch_size, label_name=None)
     excluded = ["conv0"] if exclude_first_conv else []
+    # The deformable units' tap-table GEMMs take a weight computed in the graph (a reshaped
+    # conv weight), which MXNet's quantiser cannot calibrate: they stay fp32.
+    excluded += [node["name"] for node in json.loads(sym.tojson())["nodes"]
+                 if node["op"] == "FullyConnected" and node["name"].endswith("_taps")]
     qsym, qarg, qaux = quantize_model_mkldnn(sym=sym, arg_params=arg, aux_params=aux, ctx=mx.cpu(),
                                              excluded_sym_names=excluded, calib_mode="naive", calib_data=it,
                                              num_calib_examples=n, quantized_dtype="auto",
