@@ -69,7 +69,7 @@ def count_flops(sym, data_shape) -> float:
             data = out_shape(node["inputs"][0][0])
             macs = np.prod(data) * np.prod(weight[1:])  # every input value meets (C_out x k x k) weights
         elif op == "FullyConnected":
-            macs = out[0] * np.prod(weight)
+            macs = np.prod(out) * weight[1]  # every output value is a K-long dot product (flatten or not)
         else:
             macs = np.prod(out) * np.prod(weight[1:])
             if op == "_contrib_DeformableConvolution":

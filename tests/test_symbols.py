@@ -214,3 +214,19 @@ def test_flops_of_a_single_convolution():
     data = mx.sym.Variable("data")
     sym = mx.sym.Convolution(data, num_filter=8, kernel=(3, 3), pad=(1, 1), no_bias=True, name="c")
     assert count_flops(sym, (1, 4, 10, 10)) == 2 * 8 * 4 * 9 * 10 * 10
+
+
+def test_flops_of_a_deformable_unit_do_not_depend_on_the_implementation():
+    """The fast unit's table GEMM (FullyConnected, flatten=False, 4D) counts the MACs of the
+    offset conv + the 3x3 conv, like the native graph's two convolutions (which also counts
+    its bilinear sampling, 4 x C MACs per tap)."""
+    from symbols.deform import deformable_unit
+
+    shape = (2, 4, 6, 5)
+    pixels = 2 * 6 * 5
+    convs = 2 * pixels * (18 * 4 * 9 + 8 * 4 * 9)
+    for impl in ("fast", "portable"):
+        sym = deformable_unit(mx.sym.Variable("data"), 8, "u", "u_offset", impl=impl, in_channels=4)
+        assert count_flops(sym, shape) == convs, impl
+    native = deformable_unit(mx.sym.Variable("data"), 8, "u", "u_offset", impl="native")
+    assert count_flops(native, shape) == convs + 2 * pixels * 9 * 4 * 4
