@@ -39,7 +39,7 @@ help:
 
 install: $(INSTALLED)
 
-$(EXT): symbols/ext/dcn_blend.cc | $(STAMP)
+$(EXT): $(wildcard symbols/ext/*.cc symbols/ext/*.h) | $(STAMP)
 	$(PY) -m symbols.ext --check
 
 $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).txt setup.py

@@ -5,10 +5,13 @@ All implementations take the same parameters ({name}_weight (F, C, 3, 3), {name}
 `contrib.DeformableConvolution` has a slow CPU kernel (its backward especially). The
 other two mix channels first (one FullyConnected to the nine W_k . x, a table) and
 then blend the bilinear corners of the nine taps:
-- "fast": the blend is `sdu_dcn_blend`, this project's compiled operator
-  (symbols/ext, loaded with mx.library.load), vectorised and threaded;
+- "fast": the blend is this project's compiled operator (symbols/ext, loaded with
+  mx.library.load), vectorised and threaded; in a deformable unit the offset conv
+  shares the table GEMM (`sdu_deform_unit`), a lone deformable conv uses
+  `sdu_dcn_blend`. CPU only;
 - "portable": the blend is `take` + `batch_dot`, standard operators only, so an
-  exported graph needs nothing but stock MXNet (about 2x slower than "fast").
+  exported graph needs nothing but stock MXNet (about 1.6x slower than "fast" in
+  training, 1.5x at inference, tools/bench.py dcn).
 (One BilinearSampler call over all nine taps + a 1x1 conv was measured 2-3x slower
 than "portable" in training: the sampler's CPU kernel is serial.)
 

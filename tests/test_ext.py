@@ -193,3 +193,9 @@ def test_cpu_only_operators_are_refused_on_gpu_and_swapped_by_for_context():
     gpu = for_context(cpu, [mx.gpu(0), mx.gpu(1)])
     assert (gpu.dcn_impl, gpu.mean_impl) == ("native", "standard")
     assert for_context(cpu.replace(dcn_impl="portable"), mx.gpu(0)).dcn_impl == "portable"
+
+
+def test_mean_rejects_a_malformed_num_args():
+    ext.load()
+    with pytest.raises(mx.base.MXNetError, match="num_args must be an integer in 1..16"):
+        mx.nd.sdu_mean(mx.nd.zeros((1, 4, 2, 2)), num_args="x2").wait_to_read()

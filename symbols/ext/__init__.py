@@ -23,6 +23,7 @@ from insightface_align.errors import AlignError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("dcn_blend.cc", "mean.cc")
+HEADERS = ("common.h",)
 LIBRARY = os.path.join(HERE, "libsdu_ops.so")
 OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_mean")
 
@@ -46,7 +47,7 @@ def is_stale(library: str = LIBRARY) -> bool:
     if not os.path.exists(library):
         return True
     built = os.path.getmtime(library)
-    return any(os.path.getmtime(s) > built for s in _sources())
+    return any(os.path.getmtime(os.path.join(HERE, f)) > built for f in SOURCES + HEADERS)
 
 
 def compile_command(output: str) -> list:

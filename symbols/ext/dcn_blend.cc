@@ -30,13 +30,14 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;
 
 namespace {
 
-using Attrs = std::unordered_map<std::string, std::string>;
+using sdu::Attrs;
 
 bool has_bias(const Attrs& attrs) {
   auto it = attrs.find("no_bias");
@@ -309,26 +310,8 @@ MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   return MX_SUCCESS;
 }
 
-// Every input and the output share one dtype; unknown (-1) ones take it from the others.
 MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  int t = -1;
-  for (int v : *in) {
-    if (v < 0) continue;
-    if (t >= 0 && v != t) {
-      MX_ERROR_MSG << "sdu deformable ops: all inputs must have the same dtype";
-      return MX_FAIL;
-    }
-    t = v;
-  }
-  if (t < 0) t = (*out)[0];
-  if (t < 0) return MX_SUCCESS;  // nothing known yet
-  if (t != kFloat32 && t != kFloat64) {
-    MX_ERROR_MSG << "sdu deformable ops support float32 and float64 only";
-    return MX_FAIL;
-  }
-  for (int& v : *in) v = t;
-  (*out)[0] = t;
-  return MX_SUCCESS;
+  return sdu::infer_same_float_type("sdu deformable ops", in, out);
 }
 
 MXReturnValue check_bias(const std::vector<std::vector<unsigned int>>& in, size_t index, unsigned int size,

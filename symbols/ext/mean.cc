@@ -14,23 +14,19 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;
 
 namespace {
 
-using Attrs = std::unordered_map<std::string, std::string>;
-
-int num_args(const Attrs& attrs) {
-  auto it = attrs.find("num_args");
-  return it == attrs.end() ? 2 : std::stoi(it->second);
-}
+using sdu::Attrs;
 
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
-  const int n = num_args(attrs);
-  if (n < 1 || n > 16) {
-    MX_ERROR_MSG << "sdu_mean: num_args must be 1..16, got " << n;
+  int n = 0;
+  if (!sdu::int_attr(attrs, "num_args", 2, &n) || n < 1 || n > 16) {
+    MX_ERROR_MSG << "sdu_mean: num_args must be an integer in 1..16";
     return MX_FAIL;
   }
   *num_in = n;
@@ -39,24 +35,7 @@ MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
 }
 
 MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  int t = -1;
-  for (int v : *in) {
-    if (v < 0) continue;
-    if (t >= 0 && v != t) {
-      MX_ERROR_MSG << "sdu_mean: all inputs must have the same dtype";
-      return MX_FAIL;
-    }
-    t = v;
-  }
-  if (t < 0) t = (*out)[0];
-  if (t < 0) return MX_SUCCESS;
-  if (t != kFloat32 && t != kFloat64) {
-    MX_ERROR_MSG << "sdu_mean supports float32 and float64 only";
-    return MX_FAIL;
-  }
-  for (int& v : *in) v = t;
-  (*out)[0] = t;
-  return MX_SUCCESS;
+  return sdu::infer_same_float_type("sdu_mean", in, out);
 }
 
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
