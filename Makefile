@@ -12,6 +12,10 @@ EXT := symbols/ext/libsdu_ops.so
 INSTALLED := $(STAMP) $(EXT)
 # Tests use one OpenMP thread per process: two pytest workers fill the two cores.
 TEST_ENV := OMP_NUM_THREADS=1 MXNET_ENGINE_TYPE=NaiveEngine
+# Jobs use one OpenMP thread per core. Left unset, MXNet picks fewer on small machines (the demo
+# trained 1.5x slower), and oneDNN's results depend on the thread count (see README, Known issues).
+THREADS ?= $(shell nproc)
+RUN_ENV := OMP_NUM_THREADS=$(THREADS)
 
 # Data and training knobs (make train-2d DATA=data/2d GPUS=0,1 RECIPE=sdu-2d).
 DATA ?=
@@ -53,7 +57,7 @@ test: $(INSTALLED)
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
 demo: $(INSTALLED)
-	$(PY) tools/demo.py --out runs/demo --data data/synth2d --workers $(WORKERS)
+	$(RUN_ENV) $(PY) tools/demo.py --out runs/demo --data data/synth2d --workers $(WORKERS)
 
 data-synth: data-synth-2d data-synth-3d
 
@@ -78,23 +82,23 @@ data-3d: $(INSTALLED)
 	$(PY) tools/pack_rec.py --auto 3d --input $(DATA) --output data/3d --workers $(WORKERS)
 
 train-2d: $(INSTALLED) $(if $(DATA),,data/synth2d/train.rec)
-	$(PY) tools/train.py --recipe $(or $(RECIPE),sdu-2d) --data $(or $(DATA),data/synth2d) $(DEVICES) \
+	$(RUN_ENV) $(PY) tools/train.py --recipe $(or $(RECIPE),sdu-2d) --data $(or $(DATA),data/synth2d) $(DEVICES) \
 		$(if $(DATA),,--val test) --num-workers $(WORKERS)
 
 train-3d: $(INSTALLED) $(if $(DATA),,data/synth3d/train.rec)
-	$(PY) tools/train.py --recipe $(or $(RECIPE),sdu-3d) --data $(or $(DATA),data/synth3d) $(DEVICES) \
+	$(RUN_ENV) $(PY) tools/train.py --recipe $(or $(RECIPE),sdu-3d) --data $(or $(DATA),data/synth3d) $(DEVICES) \
 		$(if $(DATA),,--val aflw2000_synth) --num-workers $(WORKERS)
 
 stats: $(INSTALLED)
-	$(PY) tools/model_stats.py
+	$(RUN_ENV) $(PY) tools/model_stats.py
 
 bench: $(INSTALLED)
-	$(PY) tools/bench.py dcn
-	$(PY) tools/bench.py train
-	$(PY) tools/bench.py infer
+	$(RUN_ENV) $(PY) tools/bench.py dcn
+	$(RUN_ENV) $(PY) tools/bench.py train
+	$(RUN_ENV) $(PY) tools/bench.py infer
 
 bench-data: $(INSTALLED) data/synth2d/train.rec
-	$(PY) tools/bench_data.py --rec data/synth2d/train.rec
+	$(RUN_ENV) $(PY) tools/bench_data.py --rec data/synth2d/train.rec
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(EXT)

@@ -11,6 +11,8 @@ setup(
     description="Stacked dense U-Nets with dual transformers for 2D/3D face alignment (MXNet)",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["insightface_align", "insightface_align.*", "symbols", "symbols.*"]),
+    # The compiled operators' sources travel with the package; `python -m symbols.ext` builds them.
+    package_data={"symbols.ext": ["*.cc", "*.h"]},
     extras_require={
         "cpu": ["mxnet==1.9.1"],
         "gpu": ["mxnet-cu112==1.9.1"],
