@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     t_train = time.time() - t1
 
     # Untrained baseline: the same graph with the trainer's seeded initialisation.
-    sym = get_symbol(recipe.network.replace(dcn_impl="fast"))
+    sym = get_symbol(recipe.network)
     mod = mx.mod.Module(sym, data_names=["data"], label_names=None)
     mod.bind(data_shapes=[("data", (1, 3, 128, 128))], for_training=False)
     mx.random.seed(cfg.seed)
