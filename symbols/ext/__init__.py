@@ -2,9 +2,10 @@
 
 It holds `sdu_dcn_blend` and `sdu_deform_unit`, the bilinear tap blend of the fast
 deformable convolution (symbols/deform.py), and `sdu_mean`, the one-pass node mean of
-the CAB and SAT(III) grids (symbols/layers.py). All have CPU kernels only. MXNet 1.9 loads such libraries at run time (`mx.library.load`,
-the lib_api of MXNet >= 1.7), so no MXNet rebuild is needed; the library is compiled
-against the headers the MXNet wheel ships (`mxnet/include`, `mxnet/src/lib_api.cc`).
+the CAB and grid nodes (symbols/layers.py). All have CPU kernels only. MXNet 1.9 loads
+such libraries at run time (`mx.library.load`, the lib_api of MXNet >= 1.7), so no
+MXNet rebuild is needed; the library is compiled against the headers the MXNet wheel
+ships (`mxnet/include`, `mxnet/src/lib_api.cc`).
 
     python -m symbols.ext            # build (the Makefile's install step runs this)
     python -m symbols.ext --check    # build if needed, then load it into MXNet
@@ -43,7 +44,7 @@ def _sources() -> list:
 
 
 def is_stale(library: str = LIBRARY) -> bool:
-    """True when the library is missing or older than one of its sources."""
+    """True when the library is missing or older than one of its sources or headers."""
     if not os.path.exists(library):
         return True
     built = os.path.getmtime(library)
