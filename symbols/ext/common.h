@@ -2,6 +2,8 @@
 #ifndef SDU_EXT_COMMON_H_
 #define SDU_EXT_COMMON_H_
 
+#include <cstddef>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -50,6 +52,24 @@ inline mxnet::ext::MXReturnValue infer_same_float_type(const char* op, std::vect
   for (int& v : *in) v = t;
   (*out)[0] = t;
   return mxnet::ext::MX_SUCCESS;
+}
+
+// Calls fn(DType{}) with DType = float or double by the tensor dtype (infer_same_float_type
+// admits no other); fn reads the type back with decltype.
+template <typename Fn>
+inline void by_dtype(int dtype, Fn&& fn) {
+  if (dtype == mxnet::ext::kFloat32) {
+    fn(float{});
+  } else {
+    fn(double{});
+  }
+}
+
+// A scratch buffer every element of which the caller writes: no zero-fill pass
+// (std::vector would clear tens of MB per call in the backward passes).
+template <typename T>
+inline std::unique_ptr<T[]> scratch(size_t n) {
+  return std::unique_ptr<T[]>(new T[n]);
 }
 
 }  // namespace sdu

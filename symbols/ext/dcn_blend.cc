@@ -178,8 +178,8 @@ template <typename DType>
 void backward_impl(const Dims& d, const DType* gout, const DType* table, const DType* offset, DType* gtable,
                    DType* goffset, DType* gbias) {
   const int64_t B = d.B, H = d.H, W = d.W, F = d.F, hw = H * W, S = d.stride;
-  std::vector<DType> g(B * hw * F);  // the inner loops want F contiguous values per pixel
-  to_pixel_major(gout, B, F, hw, g.data());
+  auto g = sdu::scratch<DType>(B * hw * F);  // the inner loops want F contiguous values per pixel
+  to_pixel_major(gout, B, F, hw, g.get());
   if (gbias) {
 #pragma omp parallel for schedule(static)
     for (int64_t f = 0; f < F; ++f) {
@@ -207,7 +207,7 @@ void backward_impl(const Dims& d, const DType* gout, const DType* table, const D
           tap_geometry(off_b, hw, H, W, y, x, k, &t);
           DType gy = 0, gx = 0;
           if (t.inside) {
-            const DType* gp = g.data() + (b * hw + p) * F;
+            const DType* gp = g.get() + (b * hw + p) * F;
             for (int c = 0; c < 4; ++c) {
               const int64_t row = t.q[c] * S;
               const DType w = t.w[c];
@@ -344,13 +344,11 @@ MXReturnValue blend_forward(const Attrs& attrs, std::vector<MXTensor>* in, std::
   Dims d;
   if (table_dims((*in)[1].shape, false, &d) != MX_SUCCESS) return MX_FAIL;
   const bool bias = in->size() == 3;
-  if ((*in)[0].dtype == kFloat32) {
-    forward_impl<float>(d, (*in)[1].data<float>(), (*in)[0].data<float>(), bias ? (*in)[2].data<float>() : nullptr,
-                        (*out)[0].data<float>());
-  } else {
-    forward_impl<double>(d, (*in)[1].data<double>(), (*in)[0].data<double>(),
-                         bias ? (*in)[2].data<double>() : nullptr, (*out)[0].data<double>());
-  }
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) {
+    using DType = decltype(tag);
+    forward_impl<DType>(d, (*in)[1].data<DType>(), (*in)[0].data<DType>(), bias ? (*in)[2].data<DType>() : nullptr,
+                        (*out)[0].data<DType>());
+  });
   return MX_SUCCESS;
 }
 
@@ -367,11 +365,7 @@ MXReturnValue blend_backward(const Attrs& attrs, std::vector<MXTensor>* in, std:
                              const OpResource& res) {
   Dims d;
   if (table_dims((*in)[2].shape, false, &d) != MX_SUCCESS) return MX_FAIL;
-  if ((*in)[0].dtype == kFloat32) {
-    blend_backward_typed<float>(d, in, out);
-  } else {
-    blend_backward_typed<double>(d, in, out);
-  }
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { blend_backward_typed<decltype(tag)>(d, in, out); });
   return MX_SUCCESS;
 }
 
@@ -392,9 +386,9 @@ MXReturnValue unit_shape(const Attrs& attrs, std::vector<std::vector<unsigned in
 template <typename DType>
 void unit_forward_typed(const Dims& d, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
   const DType* table = (*in)[0].data<DType>();
-  std::vector<DType> offset(d.B * 18 * d.H * d.W);
-  offsets_from_table(d, table, (*in)[1].data<DType>(), offset.data());
-  forward_impl<DType>(d, table, offset.data(), in->size() == 3 ? (*in)[2].data<DType>() : nullptr,
+  auto offset = sdu::scratch<DType>(d.B * 18 * d.H * d.W);
+  offsets_from_table(d, table, (*in)[1].data<DType>(), offset.get());
+  forward_impl<DType>(d, table, offset.get(), in->size() == 3 ? (*in)[2].data<DType>() : nullptr,
                       (*out)[0].data<DType>());
 }
 
@@ -402,11 +396,7 @@ MXReturnValue unit_forward(const Attrs& attrs, std::vector<MXTensor>* in, std::v
                            const OpResource& res) {
   Dims d;
   if (table_dims((*in)[0].shape, true, &d) != MX_SUCCESS) return MX_FAIL;
-  if ((*in)[0].dtype == kFloat32) {
-    unit_forward_typed<float>(d, in, out);
-  } else {
-    unit_forward_typed<double>(d, in, out);
-  }
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_forward_typed<decltype(tag)>(d, in, out); });
   return MX_SUCCESS;
 }
 
@@ -416,23 +406,19 @@ template <typename DType>
 void unit_backward_typed(const Dims& d, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
   const DType* table = (*in)[1].data<DType>();
   const size_t n = d.B * 18 * d.H * d.W;
-  std::vector<DType> offset(n), goffset(n);
-  offsets_from_table(d, table, (*in)[2].data<DType>(), offset.data());
+  auto offset = sdu::scratch<DType>(n), goffset = sdu::scratch<DType>(n);
+  offsets_from_table(d, table, (*in)[2].data<DType>(), offset.get());
   DType* gtable = (*out)[0].data<DType>();
-  backward_impl<DType>(d, (*in)[0].data<DType>(), table, offset.data(), gtable, goffset.data(),
+  backward_impl<DType>(d, (*in)[0].data<DType>(), table, offset.get(), gtable, goffset.get(),
                        out->size() == 3 ? (*out)[2].data<DType>() : nullptr);
-  offsets_backward(d, goffset.data(), gtable, (*out)[1].data<DType>());
+  offsets_backward(d, goffset.get(), gtable, (*out)[1].data<DType>());
 }
 
 MXReturnValue unit_backward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                             const OpResource& res) {
   Dims d;
   if (table_dims((*in)[1].shape, true, &d) != MX_SUCCESS) return MX_FAIL;
-  if ((*in)[0].dtype == kFloat32) {
-    unit_backward_typed<float>(d, in, out);
-  } else {
-    unit_backward_typed<double>(d, in, out);
-  }
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_backward_typed<decltype(tag)>(d, in, out); });
   return MX_SUCCESS;
 }
 

@@ -124,21 +124,13 @@ void mean_backward(std::vector<MXTensor>& in, std::vector<MXTensor>* out) {
 
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                       const OpResource& res) {
-  if ((*in)[0].dtype == kFloat32) {
-    mean_forward<float>(*in, &(*out)[0]);
-  } else {
-    mean_forward<double>(*in, &(*out)[0]);
-  }
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { mean_forward<decltype(tag)>(*in, &(*out)[0]); });
   return MX_SUCCESS;
 }
 
 MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                        const OpResource& res) {
-  if ((*in)[0].dtype == kFloat32) {
-    mean_backward<float>(*in, out);
-  } else {
-    mean_backward<double>(*in, out);
-  }
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { mean_backward<decltype(tag)>(*in, out); });
   return MX_SUCCESS;
 }
 
