@@ -20,17 +20,21 @@ from symbols.network import get_symbol
 from .checkpoint import load_params, save_params, atomic_write
 from .model import checkpoint_network, load_symbol
 
-FOLDABLE = ("Convolution", "Deconvolution", "_contrib_DeformableConvolution")
-WEIGHT_INPUT = {"Convolution": 1, "Deconvolution": 1, "_contrib_DeformableConvolution": 2}
+# Deconvolutions are not folded: oneDNN's deconvolution with a bias ran ~1.8x slower than
+# without one here (4.7 vs 2.6 ms at 256->256, 32->64 px), far more than the BN pass saved.
+FOLDABLE = ("Convolution", "_contrib_DeformableConvolution")
+WEIGHT_INPUT = {"Convolution": 1, "_contrib_DeformableConvolution": 2}
 
 
-def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: bool = False) -> tuple:
+def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: bool = False,
+                 freeze_taps: bool = True) -> tuple:
     """(symbol, arg_params, aux_params) of the inference graph of a checkpoint.
 
     Our checkpoints carry their NetConfig, so the graph is rebuilt: stock operators
     (dcn_impl default "portable", standard means) or, with cpu_ops, the compiled ones
     (dcn_impl default "fast", fused means). Other checkpoints (the release's) are cut
-    at heatmap_output as saved.
+    at heatmap_output as saved. With freeze_taps the fast/portable deformable units'
+    GEMM weights are stored as parameters (freeze_tap_weights; exact).
     """
     arg, aux = load_params(prefix, epoch)
     net = checkpoint_network(prefix, epoch)
@@ -50,7 +54,10 @@ def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: 
     missing = sorted((needed_args - set(arg)) | (needed_aux - set(aux)))
     if missing:
         raise ValueError(f"{prefix}-{epoch:04d}.params lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    return sym, {k: arg[k] for k in needed_args}, {k: aux[k] for k in needed_aux}
+    arg, aux = {k: arg[k] for k in needed_args}, {k: aux[k] for k in needed_aux}
+    if freeze_taps:
+        sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux)
+    return sym, arg, aux
 
 
 def save_deploy(out_prefix: str, sym, arg, aux, epoch: int = 0) -> None:
@@ -67,7 +74,7 @@ def _consumers(nodes):
 
 
 def fold_batchnorm(sym, arg: dict, aux: dict) -> tuple:
-    """Fold every BatchNorm that directly follows a conv/deconv/deformable conv into its weights.
+    """Fold every BatchNorm that directly follows a conv or native deformable conv into its weights.
 
     Exact for inference (BN uses running statistics): W' = W * g, b' = (b - mean) * g + beta
     with g = gamma / sqrt(var + eps). BNs after an activation (pre-activation blocks) stay.
@@ -94,10 +101,7 @@ def fold_batchnorm(sym, arg: dict, aux: dict) -> tuple:
         g = gamma / np.sqrt(aux[name + "_moving_var"].asnumpy() + eps)
         w_name = nodes[conv["inputs"][WEIGHT_INPUT[conv["op"]]][0]]["name"]
         w = arg[w_name].asnumpy()
-        if conv["op"] == "Deconvolution":  # weight (C_in, C_out / groups, k, k): scale axis 1
-            w = w * g.reshape(1, -1, 1, 1)
-        else:
-            w = w * g.reshape(-1, 1, 1, 1)
+        w = w * g.reshape(-1, 1, 1, 1)
         no_bias = conv.get("attrs", {}).get("no_bias", "False") == "True"
         bias_name = conv["name"] + "_bias"
         b = np.zeros_like(g) if no_bias else arg[bias_name].asnumpy()
@@ -144,27 +148,124 @@ def _rebuild(graph: dict, redirect: dict, dropped: set):
     return mx.sym.load_json(json.dumps(out))
 
 
+def freeze_tap_weights(sym, arg: dict, aux: dict, data_shape: tuple = (1, 3, 128, 128)) -> tuple:
+    """Replace each deformable tap GEMM's in-graph weight by a stored parameter.
+
+    The fast and portable deformable convolutions compute their FullyConnected weight
+    (the conv weights reshaped, plus the offset conv's in a unit) inside the graph, so
+    training keeps the release's parameters. For deployment that weight is constant:
+    evaluated once here and stored as {fc}_weight, the graph loses the reshaping ops
+    and MXNet's quantiser can calibrate and quantise these GEMMs (a third of the
+    network's FLOPs). Exact: the stored tensor is the one the graph computed. Some
+    graphs take the weight's shape from `data` (through zero-valued ops): it is
+    evaluated on two different inputs of data_shape and must not change. In a fast
+    unit the offset conv's rows are rescaled by a power of two to the deformable rows'
+    magnitude (the operator's offset_exponent undoes it exactly), so INT8's one range
+    per weight does not round the small offset weights away.
+    Returns (symbol, arg_params, aux_params, number of GEMMs frozen).
+    """
+    graph = json.loads(sym.tojson())
+    nodes = graph["nodes"]
+    internals = sym.get_internals()
+    arg = dict(arg)
+    frozen = 0
+    for node in list(nodes):
+        if node["op"] != "FullyConnected" or not node["name"].endswith("_taps"):
+            continue
+        src, out_index, _ = node["inputs"][1]
+        if nodes[src]["op"] == "null":
+            continue
+        weight = internals[_output_index(internals.list_outputs(), nodes[src]["name"], out_index)]
+        name = node["name"] + "_weight"
+        arg[name] = _constant_value(weight, arg, aux, data_shape, node["name"])
+        unit = _deform_unit_reading(nodes, nodes.index(node))
+        if unit is not None:
+            arg[name] = _balance_offset_rows(arg[name], unit)
+        nodes.append({"op": "null", "name": name, "inputs": []})
+        node["inputs"][1] = [len(nodes) - 1, 0, 0]
+        frozen += 1
+    if not frozen:
+        return sym, arg, aux, 0
+    new_sym = _rebuild(graph, {}, set())
+    used_args, used_aux = set(new_sym.list_arguments()), set(new_sym.list_auxiliary_states())
+    return (new_sym, {k: v for k, v in arg.items() if k in used_args},
+            {k: v for k, v in aux.items() if k in used_aux}, frozen)
+
+
+OFFSET_COLUMNS = 162  # a fast unit's table: 9 taps x 18 offset channels, then 9 x F
+
+
+def _deform_unit_reading(nodes: list, index: int):
+    """The sdu_deform_unit node whose table is node `index`'s output, if any."""
+    for node in nodes:
+        if node["op"] == "sdu_deform_unit" and node["inputs"][0][0] == index:
+            return node
+    return None
+
+
+def _balance_offset_rows(weight, unit: dict):
+    """Scale the offset rows by 2^e, e the log2 ratio of the two row groups' peaks, and
+    record e in the unit's offset_exponent (which divides it out; powers of two are exact)."""
+    w = weight.asnumpy()
+    exponent = int(unit.get("attrs", {}).get("offset_exponent", 0))
+    offsets, taps = np.abs(w[:OFFSET_COLUMNS]).max(), np.abs(w[OFFSET_COLUMNS:]).max()
+    if offsets > 0 and taps > 0:
+        step = int(np.clip(np.round(np.log2(taps / offsets)), -60 - exponent, 60 - exponent))
+        w[:OFFSET_COLUMNS] *= 2.0 ** step
+        exponent += step
+    unit.setdefault("attrs", {})["offset_exponent"] = str(exponent)
+    return mx.nd.array(w, dtype=w.dtype)
+
+
+def _constant_value(part, arg: dict, aux: dict, data_shape: tuple, what: str):
+    """Value of a sub-graph of parameters; if it reads `data`, the same for two inputs."""
+    values = {k: arg[k] for k in part.list_arguments() if k != "data"}
+    aux_states = {k: aux[k] for k in part.list_auxiliary_states()}
+    if "data" not in part.list_arguments():
+        return part.bind(mx.cpu(), values, aux_states=aux_states).forward()[0].copy()
+    outs = []
+    for fill in (0.0, 127.0):
+        feed = dict(values, data=mx.nd.full(data_shape, fill))
+        outs.append(part.bind(mx.cpu(), feed, aux_states=aux_states).forward()[0].copy())
+    if not np.array_equal(outs[0].asnumpy(), outs[1].asnumpy()):
+        raise ValueError(f"{what}: its weight depends on the input's values, it cannot be frozen")
+    return outs[0]
+
+
+def _output_index(outputs: list, node_name: str, index: int) -> int:
+    """Position in get_internals().list_outputs() of output `index` of node `node_name`
+    (single-output nodes are NAME_output, multi-output ones NAME_output0, NAME_output1...)."""
+    names = [node_name + "_output%d" % index] + ([node_name + "_output"] if index == 0 else [])
+    for name in names:
+        if name in outputs:
+            return outputs.index(name)
+    raise ValueError(f"graph has no output {index} of node {node_name!r}")
+
+
 def mkldnn_graph(sym):
     """MXNet's MKLDNN subgraph fusion (conv+BN+ReLU etc.) for CPU deployment."""
     return sym.get_backend_symbol("MKLDNN")
 
 
 def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_size: int = 16,
-                  exclude_first_conv: bool = True) -> tuple:
+                  exclude_first_conv: bool = True, quantize_taps: bool = True) -> tuple:
     """INT8 graph by MXNet's MKLDNN quantisation, calibrated ('naive' min/max) on calib_images.
 
-    Layers MXNet cannot quantise (deformable convolutions in any form, bilinear sampling,
-    this project's compiled operators) stay in fp32.
+    The deformable units' tap GEMMs are frozen first (freeze_tap_weights) so they
+    quantise like the convolutions (quantize_taps=False keeps them fp32, at ~1.4x the
+    INT8 latency). What MXNet cannot quantise stays fp32: the native deformable
+    convolution, bilinear sampling, this project's compiled operators (the deformable
+    blends, the node means) and the deconvolutions.
     """
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
+    sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux)
     n = len(calib_images) - len(calib_images) % batch_size
     it = mx.io.NDArrayIter(data=calib_images[:n].astype(np.float32), batch_size=batch_size, label_name=None)
     excluded = ["conv0"] if exclude_first_conv else []
-    # The deformable units' tap-table GEMMs take a weight computed in the graph (a reshaped
-    # conv weight), which MXNet's quantiser cannot calibrate: they stay fp32.
-    excluded += [node["name"] for node in json.loads(sym.tojson())["nodes"]
-                 if node["op"] == "FullyConnected" and node["name"].endswith("_taps")]
+    if not quantize_taps:
+        excluded += [node["name"] for node in json.loads(sym.tojson())["nodes"]
+                     if node["op"] == "FullyConnected" and node["name"].endswith("_taps")]
     qsym, qarg, qaux = quantize_model_mkldnn(sym=sym, arg_params=arg, aux_params=aux, ctx=mx.cpu(),
                                              excluded_sym_names=excluded, calib_mode="naive", calib_data=it,
                                              num_calib_examples=n, quantized_dtype="auto",

@@ -131,6 +131,56 @@ def test_int8_export_close_to_fp32(plain_ckpt):
     assert np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32) < 0.1
 
 
+@pytest.mark.parametrize("cpu_ops", [False, True], ids=["portable", "cpu-ops"])
+def test_freezing_tap_weights_is_exact(dcn_ckpt, cpu_ops):
+    sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=cpu_ops, freeze_taps=False)
+    zsym, zarg, zaux, n = ex.freeze_tap_weights(sym, arg, aux)
+    nodes = json.loads(zsym.tojson())["nodes"]
+    gemms = [node for node in nodes if node["op"] == "FullyConnected"]
+    assert n == len(gemms) == 5  # net_dcn=3: ll conv + head of each stack, out3 of the first
+    for node in gemms:  # the weight is now a stored parameter, not a computation
+        weight = nodes[node["inputs"][1][0]]
+        assert weight["op"] == "null" and weight["name"] == node["name"] + "_weight"
+        assert zarg[weight["name"]].shape[0] == int(node["attrs"]["num_hidden"])
+    assert not any(node["op"] in ("transpose", "Concat") and "weight" in node["name"] for node in nodes)
+    units = [node for node in nodes if node["op"] == "sdu_deform_unit"]
+    assert len(units) == (5 if cpu_ops else 0)
+    # 2 steps from zero-initialised offset convs: their rows are scaled up for INT8.
+    assert all(int(node["attrs"]["offset_exponent"]) > 0 for node in units)
+    before = HeatmapModel(sym, arg, aux, batch_size=2)(_images())
+    after = HeatmapModel(zsym, zarg, zaux, batch_size=2)(_images())
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6 * np.abs(before).max())
+    assert ex.freeze_tap_weights(zsym, zarg, zaux)[3] == 0  # idempotent
+    default = ex.deploy_graph(*dcn_ckpt, cpu_ops=cpu_ops)[0]  # freezing is the default
+    assert default.list_arguments() == zsym.list_arguments()
+
+
+def test_int8_quantises_the_deformable_gemms(dcn_ckpt):
+    sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=True)
+    fsym, farg, faux, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
+    images = _images(16)
+    qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images, batch_size=8)
+    gemms = [n for n in json.loads(qsym.tojson())["nodes"] if "fully_connected" in n["op"]]
+    assert len(gemms) == 5 and all(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
+    kept = ex.quantize_int8(fsym, farg, faux, images, batch_size=8, quantize_taps=False)
+    gemms = [n for n in json.loads(kept[0].tojson())["nodes"] if "fully_connected" in n["op"]]
+    assert len(gemms) == 5 and not any(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
+    # A 2-step model on random images has a large INT8 error either way (0.3-0.5 measured);
+    # broken scales would give ~1 or more. Accuracy on a trained model: README "Export".
+    fp32 = HeatmapModel(fsym, farg, faux, batch_size=2)(images[:2])
+    for q in ((qsym, qarg, qaux), kept):
+        assert np.linalg.norm(HeatmapModel(*q, batch_size=2)(images[:2]) - fp32) / np.linalg.norm(fp32) < 0.75
+
+
+def test_deconvolutions_keep_their_batchnorm(dcn_ckpt):
+    sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=True)
+    fsym, _, _, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
+    nodes = json.loads(fsym.tojson())["nodes"]
+    deconvs = [n for n in nodes if n["op"] == "Deconvolution"]
+    assert deconvs and all(n["attrs"].get("no_bias") == "True" for n in deconvs)
+    assert any(n["op"] == "BatchNorm" and nodes[n["inputs"][0][0]]["op"] == "Deconvolution" for n in nodes)
+
+
 def test_onnx_export_matches_mxnet_and_refuses_dcn(plain_ckpt, dcn_ckpt, tmp_path):
     import onnxruntime as ort
 

@@ -88,6 +88,35 @@ def test_blend_with_zero_offsets_sums_the_nine_shifted_taps():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("exponent", [7, -5])
+def test_unit_offset_exponent_undoes_scaled_offset_columns_exactly(exponent):
+    """Offset columns holding 2^e x the taps, with offset_exponent=e: the same output and
+    table gradient (scaled likewise) to the bit, what an INT8 export relies on."""
+    ext.load()
+    rng = np.random.RandomState(3)
+    b, h, w, f = 2, 5, 6, 4
+    table = rng.randn(b, h, w, 162 + 9 * f).astype(np.float32)
+    table[..., :162] *= 0.05
+    scaled = table.copy()
+    scaled[..., :162] *= 2.0 ** exponent
+    obias, bias = mx.nd.array(rng.uniform(-1, 1, 18)), mx.nd.array(rng.randn(f))
+    gout = mx.nd.array(rng.randn(b, f, h, w))
+    results = []
+    for tab, attrs in ((table, {}), (scaled, {"offset_exponent": exponent})):
+        t = mx.nd.array(tab)
+        t.attach_grad()
+        with mx.autograd.record():
+            out = mx.nd.sdu_deform_unit(t, obias, bias, **attrs)
+        out.backward(gout)
+        results.append((out.asnumpy(), t.grad.asnumpy()))
+    (out0, grad0), (out1, grad1) = results
+    np.testing.assert_array_equal(out1, out0)
+    np.testing.assert_array_equal(grad1[..., 162:], grad0[..., 162:])
+    np.testing.assert_array_equal(grad1[..., :162], grad0[..., :162] * np.float32(2.0 ** -exponent))
+    with pytest.raises(mx.base.MXNetError, match="offset_exponent must be an integer"):
+        mx.nd.sdu_deform_unit(mx.nd.array(table), obias, bias, offset_exponent="1.5").wait_to_read()
+
+
 def test_fast_unit_trains_identically_on_two_cpu_contexts():
     """The GPU data-parallel path, exercised on mx.cpu(0) + mx.cpu(1): same gradients as one device."""
     rng = np.random.RandomState(1)

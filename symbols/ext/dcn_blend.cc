@@ -17,7 +17,10 @@
 //     weights through the fractional parts (a forward difference at integers).
 //
 // sdu_deform_unit does the same for the whole unit (offset conv + DCN): the table also
-// holds the offset conv's taps, so one GEMM serves both convolutions.
+// holds the offset conv's taps, so one GEMM serves both convolutions. Its attribute
+// offset_exponent = e says those offset columns hold 2^e times the offset conv's taps
+// (an INT8 export scales them so they quantise as finely as the deformable ones, since
+// MXNet quantises a GEMM weight with one range); scaling by a power of two is exact.
 // Inner loops run over F contiguous floats (vectorised); the backward pass splits work
 // by (image, tap), whose table-gradient regions are disjoint, so it needs no atomics.
 #include <omp.h>
@@ -236,23 +239,26 @@ void backward_impl(const Dims& d, const DType* gout, const DType* table, const D
 
 // The offset convolution from its own 162 table columns (tap k, offset channel o at
 // column k*18 + o): offset[b, o, y, x] = obias[o] + sum_k T[(b, y+i-1, x+j-1), k*18 + o],
-// zero padded -- a plain 3x3 convolution whose channel mixing the table GEMM did.
+// zero padded -- a plain 3x3 convolution whose channel mixing the table GEMM did. With
+// columns scaled by `scale` (a power of two) the sum runs scaled and is scaled back:
+// every rounding scales with it, so the offsets are bit-identical.
 template <typename DType>
-void offsets_from_table(const Dims& d, const DType* table, const DType* obias, DType* offset) {
+void offsets_from_table(const Dims& d, const DType* table, const DType* obias, DType scale, DType* offset) {
   const int64_t B = d.B, H = d.H, W = d.W, hw = H * W, S = d.stride;
+  const DType inverse = DType(1) / scale;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t y = 0; y < H; ++y) {
       DType acc[18];
       for (int64_t x = 0; x < W; ++x) {
-        for (int o = 0; o < 18; ++o) acc[o] = obias[o];
+        for (int o = 0; o < 18; ++o) acc[o] = obias[o] * scale;
         for (int k = 0; k < 9; ++k) {
           const int64_t sy = y + k / 3 - 1, sx = x + k % 3 - 1;
           if (sy < 0 || sy >= H || sx < 0 || sx >= W) continue;
           const DType* src = table + (b * hw + sy * W + sx) * S + k * 18;
           for (int o = 0; o < 18; ++o) acc[o] += src[o];
         }
-        for (int o = 0; o < 18; ++o) offset[(b * 18 + o) * hw + y * W + x] = acc[o];
+        for (int o = 0; o < 18; ++o) offset[(b * 18 + o) * hw + y * W + x] = acc[o] * inverse;
       }
     }
   }
@@ -260,8 +266,9 @@ void offsets_from_table(const Dims& d, const DType* table, const DType* obias, D
 
 // Transpose of offsets_from_table: fills table columns [0, 162) and the offset bias gradient.
 template <typename DType>
-void offsets_backward(const Dims& d, const DType* goffset, DType* gtable, DType* gobias) {
+void offsets_backward(const Dims& d, const DType* goffset, DType scale, DType* gtable, DType* gobias) {
   const int64_t B = d.B, H = d.H, W = d.W, hw = H * W, S = d.stride;
+  const DType inverse = DType(1) / scale;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t qy = 0; qy < H; ++qy) {
@@ -270,7 +277,8 @@ void offsets_backward(const Dims& d, const DType* goffset, DType* gtable, DType*
         for (int k = 0; k < 9; ++k) {
           const int64_t y = qy - (k / 3 - 1), x = qx - (k % 3 - 1);  // the pixel whose tap k reads q
           const bool in = y >= 0 && y < H && x >= 0 && x < W;
-          for (int o = 0; o < 18; ++o) dst[k * 18 + o] = in ? goffset[(b * 18 + o) * hw + y * W + x] : DType(0);
+          for (int o = 0; o < 18; ++o)
+            dst[k * 18 + o] = in ? goffset[(b * 18 + o) * hw + y * W + x] * inverse : DType(0);
         }
       }
     }
@@ -299,6 +307,17 @@ MXReturnValue table_dims(const std::vector<int64_t>& table, bool unit, Dims* d) 
   d->F = (table[3] - extra) / 9;
   d->stride = table[3];
   d->col0 = extra;
+  return MX_SUCCESS;
+}
+
+// The unit's offset_exponent attribute (default 0): its offset columns are 2^e x the taps.
+MXReturnValue offset_scale(const Attrs& attrs, double* scale) {
+  int e = 0;
+  if (!sdu::int_attr(attrs, "offset_exponent", 0, &e) || e < -60 || e > 60) {
+    MX_ERROR_MSG << "sdu_deform_unit: offset_exponent must be an integer in -60..60";
+    return MX_FAIL;
+  }
+  *scale = std::ldexp(1.0, e);
   return MX_SUCCESS;
 }
 
@@ -375,6 +394,8 @@ MXReturnValue blend_backward(const Attrs& attrs, std::vector<MXTensor>* in, std:
 
 MXReturnValue unit_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
                          std::vector<std::vector<unsigned int>>* out) {
+  double scale;
+  if (offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
   Dims d;
   if (table_dims(to64((*in)[0]), true, &d) != MX_SUCCESS) return MX_FAIL;
   if (check_bias(*in, 1, 18, "sdu_deform_unit: offset_bias") != MX_SUCCESS) return MX_FAIL;
@@ -384,10 +405,10 @@ MXReturnValue unit_shape(const Attrs& attrs, std::vector<std::vector<unsigned in
 }
 
 template <typename DType>
-void unit_forward_typed(const Dims& d, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
+void unit_forward_typed(const Dims& d, double scale, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
   const DType* table = (*in)[0].data<DType>();
   auto offset = sdu::scratch<DType>(d.B * 18 * d.H * d.W);
-  offsets_from_table(d, table, (*in)[1].data<DType>(), offset.get());
+  offsets_from_table(d, table, (*in)[1].data<DType>(), static_cast<DType>(scale), offset.get());
   forward_impl<DType>(d, table, offset.get(), in->size() == 3 ? (*in)[2].data<DType>() : nullptr,
                       (*out)[0].data<DType>());
 }
@@ -395,30 +416,32 @@ void unit_forward_typed(const Dims& d, std::vector<MXTensor>* in, std::vector<MX
 MXReturnValue unit_forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                            const OpResource& res) {
   Dims d;
-  if (table_dims((*in)[0].shape, true, &d) != MX_SUCCESS) return MX_FAIL;
-  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_forward_typed<decltype(tag)>(d, in, out); });
+  double scale;
+  if (table_dims((*in)[0].shape, true, &d) != MX_SUCCESS || offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_forward_typed<decltype(tag)>(d, scale, in, out); });
   return MX_SUCCESS;
 }
 
 // Backward inputs: gout, table, offset_bias[, bias], output; outputs: gradients of
 // table, offset_bias[, bias]. The offsets are recomputed (cheap) rather than stored.
 template <typename DType>
-void unit_backward_typed(const Dims& d, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
+void unit_backward_typed(const Dims& d, double scale, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
   const DType* table = (*in)[1].data<DType>();
   const size_t n = d.B * 18 * d.H * d.W;
   auto offset = sdu::scratch<DType>(n), goffset = sdu::scratch<DType>(n);
-  offsets_from_table(d, table, (*in)[2].data<DType>(), offset.get());
+  offsets_from_table(d, table, (*in)[2].data<DType>(), static_cast<DType>(scale), offset.get());
   DType* gtable = (*out)[0].data<DType>();
   backward_impl<DType>(d, (*in)[0].data<DType>(), table, offset.get(), gtable, goffset.get(),
                        out->size() == 3 ? (*out)[2].data<DType>() : nullptr);
-  offsets_backward(d, goffset.get(), gtable, (*out)[1].data<DType>());
+  offsets_backward(d, goffset.get(), static_cast<DType>(scale), gtable, (*out)[1].data<DType>());
 }
 
 MXReturnValue unit_backward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                             const OpResource& res) {
   Dims d;
-  if (table_dims((*in)[1].shape, true, &d) != MX_SUCCESS) return MX_FAIL;
-  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_backward_typed<decltype(tag)>(d, in, out); });
+  double scale;
+  if (table_dims((*in)[1].shape, true, &d) != MX_SUCCESS || offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
+  sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_backward_typed<decltype(tag)>(d, scale, in, out); });
   return MX_SUCCESS;
 }
 
