@@ -102,13 +102,14 @@ def _fractional_offsets(args: dict, seed: int = 0) -> dict:
             for k, v in args.items()}
 
 
-def _infer_variants(width: float, calib_images: np.ndarray):
+def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
     """name -> (symbol, args, aux): sdu-2d with stock operators (native or portable DCN,
     standard means) and with the compiled CPU operators (fast DCN, fused means; also BN
-    folded and INT8), and hourglass2-resnet."""
+    folded and INT8), and hourglass2-resnet. The fast/portable graphs are the export's
+    (tap GEMM weights frozen into parameters)."""
     from symbols.network import get_symbol
 
-    from .export import fold_batchnorm, quantize_int8
+    from .export import fold_batchnorm, freeze_tap_weights, quantize_int8
     from .recipe import load_recipe
 
     def init(sym):
@@ -123,12 +124,14 @@ def _infer_variants(width: float, calib_images: np.ndarray):
     args, aux = init(cpu_ops)
     args = _fractional_offsets(args)
     stock = sdu.replace(mean_impl="standard")
+    portable = freeze_tap_weights(get_symbol(stock.replace(dcn_impl="portable")), args, aux)[:3]
+    fast = freeze_tap_weights(cpu_ops, args, aux)[:3]
+    folded = fold_batchnorm(fast[0], dict(fast[1]), dict(fast[2]))[:3]  # it pops folded BNs from aux
     variants = {"sdu-2d native DCN (stock ops)": (get_symbol(stock.replace(dcn_impl="native")), args, aux),
-                "sdu-2d portable DCN (stock ops)": (get_symbol(stock.replace(dcn_impl="portable")), args, aux),
-                "sdu-2d cpu ops (fast DCN, fused means)": (cpu_ops, args, aux)}
-    fsym, farg, faux, _ = fold_batchnorm(cpu_ops, dict(args), dict(aux))
-    variants["sdu-2d cpu ops + BN folded"] = (fsym, farg, faux)
-    variants["sdu-2d INT8 (cpu ops, folded)"] = quantize_int8(fsym, farg, faux, calib_images, batch_size=8)
+                "sdu-2d portable DCN (stock ops)": portable,
+                "sdu-2d cpu ops (fast DCN, fused means)": fast,
+                "sdu-2d cpu ops + BN folded": folded,
+                "sdu-2d INT8 (cpu ops, folded)": quantize_int8(*folded, calib_images, batch_size=8)}
     hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
     variants["hourglass2-resnet"] = (hg,) + init(hg)
     return variants
@@ -175,11 +178,13 @@ def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, ca
     for row in results.values():
         row["latency_vs_fast"] = round(row["latency_s"] / base, 2)
     return {"width": width, "repeats": repeats, "big_batch": big_batch,
+            "engine": os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "variants": results}
 
 
 def infer_table(summary: dict) -> str:
-    lines = [f"| model | latency s/face (batch 1) | x cpu ops | faces/s (batch {summary['big_batch']}) |",
+    lines = [f"MXNet engine: {summary.get('engine', '?')}", "",
+             f"| model | latency s/face (batch 1) | x cpu ops | faces/s (batch {summary['big_batch']}) |",
              "| --- | ---: | ---: | ---: |"]
     for name, row in summary["variants"].items():
         lines.append(f"| {name} | {row['latency_s']:.3f} | {row['latency_vs_fast']:.2f} | "

@@ -4,9 +4,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from insightface_align.engine import prefer_naive_engine  # noqa: E402
-
-prefer_naive_engine(sys.argv[1:])  # before MXNet loads: CPU inference runs faster on the NaiveEngine
 from insightface_align.cli.test_nme import main  # noqa: E402
 
 if __name__ == "__main__":
