@@ -181,6 +181,31 @@ def test_deconvolutions_keep_their_batchnorm(dcn_ckpt):
     assert any(n["op"] == "BatchNorm" and nodes[n["inputs"][0][0]]["op"] == "Deconvolution" for n in nodes)
 
 
+@pytest.mark.parametrize("dcn_fp32", [False, True], ids=["int8-dcn", "int8-dcn-fp32"])
+def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys, dcn_fp32):
+    from insightface_align.cli.export import main
+
+    prefix, epoch = dcn_ckpt
+    rng = np.random.default_rng(3)
+    write_release_rec(str(tmp_path / "faces"), [random_face(rng) for _ in range(16)])
+    rec = str(tmp_path / "faces.rec")
+    out = str(tmp_path / "m")
+    args = ["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--cpu-ops", "--fold-bn", "--int8",
+            "--calib-rec", rec, "--num-calib", "16", "--check-rec", rec] + (["--int8-dcn-fp32"] if dcn_fp32 else [])
+    assert main(args) == 0
+    for form in ("", "-folded", "-int8"):
+        assert (tmp_path / f"m{form}-symbol.json").exists() and (tmp_path / f"m{form}-0000.params").exists()
+    nodes = json.loads((tmp_path / "m-int8-symbol.json").read_text())["nodes"]
+    gemms = [n for n in nodes if "fully_connected" in n["op"]]
+    assert len(gemms) == 5 and all((n.get("attrs", {}).get("quantized") == "True") != dcn_fp32 for n in gemms)
+    rows = json.loads((tmp_path / "m-check.json").read_text())
+    assert [r["export"] for r in rows] == ["deploy", "folded", "int8"]
+    assert rows[0]["nme"] == pytest.approx(rows[1]["nme"], rel=1e-4)  # folding is exact
+    assert "| int8 |" in capsys.readouterr().out
+    assert main(["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--int8"]) == 2
+    assert "--int8 needs --calib-rec" in capsys.readouterr().err
+
+
 def test_onnx_export_matches_mxnet_and_refuses_dcn(plain_ckpt, dcn_ckpt, tmp_path):
     import onnxruntime as ort
 
