@@ -38,8 +38,10 @@ def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: 
     """
     arg, aux = load_params(prefix, epoch)
     net = checkpoint_network(prefix, epoch)
+    input_size = 128
     if net is not None:
         cfg = NetConfig.from_dict(net)
+        input_size = cfg.input_size
         stock = "portable" if cfg.dcn_impl in ("auto", "fast") else cfg.dcn_impl
         cfg = cfg.replace(dcn_impl=dcn_impl or ("fast" if cpu_ops else stock),
                           mean_impl="fused" if cpu_ops else "standard")
@@ -56,7 +58,7 @@ def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: 
         raise ValueError(f"{prefix}-{epoch:04d}.params lacks {len(missing)} tensors, e.g. {missing[:3]}")
     arg, aux = {k: arg[k] for k in needed_args}, {k: aux[k] for k in needed_aux}
     if freeze_taps:
-        sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux)
+        sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux, data_shape=(1, 3, input_size, input_size))
     return sym, arg, aux
 
 
@@ -259,7 +261,7 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
     """
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
-    sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux)
+    sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux, data_shape=(1,) + tuple(calib_images.shape[1:]))
     n = len(calib_images) - len(calib_images) % batch_size
     it = mx.io.NDArrayIter(data=calib_images[:n].astype(np.float32), batch_size=batch_size, label_name=None)
     excluded = ["conv0"] if exclude_first_conv else []
