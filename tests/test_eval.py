@@ -119,6 +119,8 @@ def test_test_nme_same_numbers_for_any_batch_and_writes_reports(checkpoint, tmp_
 
 
 def test_test_nme_clear_errors(checkpoint, tmp_path):
+    proc = _run_test_nme("--prefix", "p", "--epoch", "0", "--rec", "x.rec", "--batch-size", "0")
+    assert proc.returncode == 2 and "--batch-size must be at least 1" in proc.stderr
     proc = _run_test_nme("--prefix", str(checkpoint / "run" / "model"), "--epoch", "99", "--rec", "x.rec")
     assert proc.returncode == 2 and "model-0099.params" in proc.stderr and "not found" in proc.stderr
     (tmp_path / "bad-symbol.json").write_text("{not json")

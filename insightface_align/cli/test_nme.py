@@ -32,7 +32,9 @@ def parse_args(argv=None):
     src.add_argument("--dataset", nargs="*", default=[], metavar="FORMAT:PATH",
                      help="raw dataset folders read by the readers, e.g. 300w:/data/ibug aflw2000:/data/AFLW2000")
     p.add_argument("--ctx", default="cpu", help="cpu, or GPU ids such as 0 or 0,1")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward (default 8 on the CPU, where the full-width sdu-2d ran 13%% faster "
+                        "per face than at 32; 32 on GPUs)")
     p.add_argument("--normaliser", choices=NORMALISERS, default=None,
                    help="default by set name: ibug/cofw eye_centre, 300W outer_corners, menpo box_diagonal, "
                         "AFLW2000 box_sqrt")
@@ -43,6 +45,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.rec and not args.dataset:
         p.error("give --rec and/or --dataset")
+    if args.batch_size is not None and args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
     return args
 
 
@@ -78,7 +82,10 @@ def evaluate_sets(args) -> list:
     from ..data.config import DataConfig
     from ..model import HeatmapModel, contexts_from_string
 
-    model = HeatmapModel.load(args.prefix, args.epoch, contexts_from_string(args.ctx), args.batch_size)
+    contexts = contexts_from_string(args.ctx)
+    if args.batch_size is None:
+        args.batch_size = 8 if all(c.device_type == "cpu" for c in contexts) else 32
+    model = HeatmapModel.load(args.prefix, args.epoch, contexts, args.batch_size)
     sets = [(_set_name(r), r) for r in args.rec]
     tmp = None
     if args.dataset:
