@@ -4,8 +4,10 @@ A deploy checkpoint is PREFIX-symbol.json + PREFIX-0000.params holding only the 
 from `data` (1, 3, 128, 128) raw RGB 0..255 to `heatmap_output`. By default it uses
 stock MXNet operators only, so it loads with plain mx.model.load_checkpoint and needs
 nothing from this project. With cpu_ops=True it uses this project's compiled CPU
-operators (fast DCN, fused means; symbols/ext): about 1.3x faster on CPU, and the
-loader must first call mx.library.load("libsdu_ops.so").
+operators (fast DCN, fused means; symbols/ext): about 1.8x faster on CPU than the
+stock graph, and the loader must first call mx.library.load("libsdu_ops.so"). The
+deformable units' GEMM weights, computed in the training graph, are stored as
+parameters in every export (freeze_tap_weights), which also lets INT8 quantise them.
 """
 from __future__ import annotations
 
