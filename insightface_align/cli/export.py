@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from ..errors import AlignError
+from ..fileio import atomic_write
 
 
 def parse_args(argv=None):
@@ -112,8 +113,7 @@ def main(argv=None) -> int:
             print("| export | NME (%) | change vs deploy |\n|---|---|---|")
             for r in rows:
                 print(f"| {r['export']} | {100 * r['nme']:.3f} | {100 * (r['nme'] / base - 1):+.2f}% |")
-            with open(args.out + "-check.json", "w") as f:
-                json.dump(rows, f, indent=1)
+            atomic_write(args.out + "-check.json", json.dumps(rows, indent=1), "w")
     except (AlignError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
