@@ -173,7 +173,7 @@ def freeze_tap_weights(sym, arg: dict, aux: dict, data_shape: tuple = (1, 3, 128
     internals = sym.get_internals()
     arg = dict(arg)
     frozen = 0
-    for node in list(nodes):
+    for index, node in enumerate(list(nodes)):
         if node["op"] != "FullyConnected" or not node["name"].endswith("_taps"):
             continue
         src, out_index, _ = node["inputs"][1]
@@ -182,7 +182,7 @@ def freeze_tap_weights(sym, arg: dict, aux: dict, data_shape: tuple = (1, 3, 128
         weight = internals[_output_index(internals.list_outputs(), nodes[src]["name"], out_index)]
         name = node["name"] + "_weight"
         arg[name] = _constant_value(weight, arg, aux, data_shape, node["name"])
-        unit = _deform_unit_reading(nodes, nodes.index(node))
+        unit = _deform_unit_reading(nodes, index)
         if unit is not None:
             arg[name] = _balance_offset_rows(arg[name], unit)
         nodes.append({"op": "null", "name": name, "inputs": []})

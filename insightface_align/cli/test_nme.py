@@ -83,9 +83,8 @@ def evaluate_sets(args) -> list:
     from ..model import HeatmapModel, contexts_from_string
 
     contexts = contexts_from_string(args.ctx)
-    if args.batch_size is None:
-        args.batch_size = 8 if all(c.device_type == "cpu" for c in contexts) else 32
-    model = HeatmapModel.load(args.prefix, args.epoch, contexts, args.batch_size)
+    batch_size = args.batch_size or (8 if all(c.device_type == "cpu" for c in contexts) else 32)
+    model = HeatmapModel.load(args.prefix, args.epoch, contexts, batch_size)
     sets = [(_set_name(r), r) for r in args.rec]
     tmp = None
     if args.dataset:
@@ -106,7 +105,7 @@ def evaluate_sets(args) -> list:
         for name, rec in sets:
             if not os.path.exists(rec):
                 raise AlignError(f"{rec}: test set not found")
-            cfg = DataConfig(batch_size=args.batch_size, input_size=model.input_size,
+            cfg = DataConfig(batch_size=batch_size, input_size=model.input_size,
                              heatmap_size=model.heatmap_size, train=False, shuffle=False, num_workers=0, last_batch="pad")
             from ..data.recfile import RecordFile
 

@@ -404,6 +404,12 @@ MXReturnValue unit_shape(const Attrs& attrs, std::vector<std::vector<unsigned in
   return MX_SUCCESS;
 }
 
+// A unit call's table dimensions and offset scale (from its offset_exponent attribute).
+MXReturnValue unit_setup(const Attrs& attrs, const std::vector<int64_t>& table, Dims* d, double* scale) {
+  if (table_dims(table, true, d) != MX_SUCCESS) return MX_FAIL;
+  return offset_scale(attrs, scale);
+}
+
 template <typename DType>
 void unit_forward_typed(const Dims& d, double scale, std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
   const DType* table = (*in)[0].data<DType>();
@@ -417,7 +423,7 @@ MXReturnValue unit_forward(const Attrs& attrs, std::vector<MXTensor>* in, std::v
                            const OpResource& res) {
   Dims d;
   double scale;
-  if (table_dims((*in)[0].shape, true, &d) != MX_SUCCESS || offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
+  if (unit_setup(attrs, (*in)[0].shape, &d, &scale) != MX_SUCCESS) return MX_FAIL;
   sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_forward_typed<decltype(tag)>(d, scale, in, out); });
   return MX_SUCCESS;
 }
@@ -440,7 +446,7 @@ MXReturnValue unit_backward(const Attrs& attrs, std::vector<MXTensor>* in, std::
                             const OpResource& res) {
   Dims d;
   double scale;
-  if (table_dims((*in)[1].shape, true, &d) != MX_SUCCESS || offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
+  if (unit_setup(attrs, (*in)[1].shape, &d, &scale) != MX_SUCCESS) return MX_FAIL;
   sdu::by_dtype((*in)[0].dtype, [&](auto tag) { unit_backward_typed<decltype(tag)>(d, scale, in, out); });
   return MX_SUCCESS;
 }
