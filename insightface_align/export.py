@@ -246,6 +246,60 @@ def _output_index(outputs: list, node_name: str, index: int) -> int:
     raise ValueError(f"graph has no output {index} of node {node_name!r}")
 
 
+WINOGRAD_ATTRS = {"kernel": "(3, 3)", "stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(1, 1)", "num_group": "1"}
+CONV_DEFAULTS = {"stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(0, 0)", "num_group": "1"}
+WINOGRAD_CHANNELS = 16  # oneDNN's Winograd kernels work on 16-channel blocks
+
+
+def winograd_convolutions(sym, arg: dict, aux: dict) -> tuple:
+    """Run the 3x3 convolutions as sdu_wino_conv (oneDNN Winograd F(4x4,3x3); symbols/ext).
+
+    Replaced: dense 3x3, stride 1, pad 1 convolutions whose input and output channels
+    are multiples of 16 (the others, e.g. the RGB stem, stay MXNet's). A ReLU that is
+    the convolution's only consumer is fused into it; a missing bias becomes a zero
+    parameter. Fewer multiplications, so not bit-identical: the rounding differs at
+    ~1e-6 relative per layer (the export's NME check measures the end result).
+    Inference only: the operator has no backward. Run it after fold_batchnorm.
+    Returns (symbol, arg_params, aux_params, number of convolutions replaced).
+    """
+    graph = json.loads(sym.tojson())
+    nodes = graph["nodes"]
+    uses = _consumers(nodes)
+    for head in graph["heads"]:
+        uses[head[0]] = uses.get(head[0], 0) + 1
+    relu_of = {n["inputs"][0][0]: i for i, n in enumerate(nodes)
+               if n["op"] == "Activation" and n.get("attrs", {}).get("act_type") == "relu"}
+    arg = dict(arg)
+    redirect, dropped, replaced = {}, set(), 0
+    for i, node in enumerate(list(nodes)):
+        attrs = node.get("attrs", {})
+        if node["op"] != "Convolution" or attrs.get("layout", "NCHW") != "NCHW":
+            continue
+        if any(attrs.get(k, CONV_DEFAULTS.get(k)) != want for k, want in WINOGRAD_ATTRS.items()):
+            continue
+        weight = arg.get(nodes[node["inputs"][1][0]]["name"])
+        if weight is None or weight.shape[0] % WINOGRAD_CHANNELS or weight.shape[1] % WINOGRAD_CHANNELS:
+            continue
+        new_attrs = {"num_filter": str(weight.shape[0]), "act_type": "none"}
+        if attrs.get("no_bias", "False") == "True":
+            bias_name = node["name"] + "_bias"
+            arg[bias_name] = mx.nd.zeros((weight.shape[0],), dtype=weight.dtype)
+            nodes.append({"op": "null", "name": bias_name, "inputs": []})
+            node["inputs"] = node["inputs"][:2] + [[len(nodes) - 1, 0, 0]]
+        relu = relu_of.get(i)
+        if relu is not None and uses.get(i, 0) == 1:
+            new_attrs["act_type"] = "relu"
+            redirect[relu] = i
+            dropped.add(relu)
+        node["op"] = "sdu_wino_conv"
+        node["attrs"] = new_attrs
+        replaced += 1
+    if not replaced:
+        return sym, arg, aux, 0
+    new_sym = _rebuild(graph, redirect, dropped)
+    return new_sym, {k: v for k, v in arg.items() if k in set(new_sym.list_arguments())}, aux, replaced
+
+
 def mkldnn_graph(sym):
     """MXNet's MKLDNN subgraph fusion (conv+BN+ReLU etc.) for CPU deployment."""
     return sym.get_backend_symbol("MKLDNN")

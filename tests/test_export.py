@@ -181,6 +181,34 @@ def test_deconvolutions_keep_their_batchnorm(dcn_ckpt):
     assert any(n["op"] == "BatchNorm" and nodes[n["inputs"][0][0]]["op"] == "Deconvolution" for n in nodes)
 
 
+def test_winograd_export_replaces_eligible_3x3_convs_and_matches(dcn_ckpt):
+    sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=True)
+    fsym, farg, faux, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
+    nodes = json.loads(fsym.tojson())["nodes"]
+    convs = [n for n in nodes if n["op"] == "Convolution"]
+
+    def eligible(n):
+        a, w = n["attrs"], farg[nodes[n["inputs"][1][0]]["name"]]
+        return (a["kernel"] == "(3, 3)" and a.get("pad") == "(1, 1)" and a.get("stride", "(1, 1)") == "(1, 1)"
+                and a.get("num_group", "1") == "1" and w.shape[0] % 16 == 0 and w.shape[1] % 16 == 0)
+
+    expected = sum(map(eligible, convs))
+    assert 0 < expected < len(convs)  # width 0.125: some 8-channel convs stay MXNet's
+    wsym, warg, waux, n = ex.winograd_convolutions(fsym, farg, faux)
+    wnodes = json.loads(wsym.tojson())["nodes"]
+    winos = [x for x in wnodes if x["op"] == "sdu_wino_conv"]
+    assert n == len(winos) == expected
+    assert sum(x["op"] == "Convolution" for x in wnodes) == len(convs) - expected
+    fused = sum(x["attrs"]["act_type"] == "relu" for x in winos)
+    relus = lambda ns: sum(x["op"] == "Activation" and x["attrs"].get("act_type") == "relu" for x in ns)
+    assert fused > 0 and relus(wnodes) == relus(nodes) - fused
+    assert set(wsym.list_arguments()) - {"data"} == set(warg)
+    want = HeatmapModel(fsym, farg, faux, batch_size=2)(_images(2))
+    got = HeatmapModel(wsym, warg, waux, batch_size=2)(_images(2))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    assert ex.winograd_convolutions(wsym, warg, waux)[3] == 0  # nothing left to replace
+
+
 @pytest.mark.parametrize("dcn_fp32", [False, True], ids=["int8-dcn", "int8-dcn-fp32"])
 def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys, dcn_fp32):
     from insightface_align.cli.export import main
@@ -190,17 +218,19 @@ def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys,
     write_release_rec(str(tmp_path / "faces"), [random_face(rng) for _ in range(16)])
     rec = str(tmp_path / "faces.rec")
     out = str(tmp_path / "m")
-    args = ["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--cpu-ops", "--fold-bn", "--int8",
+    args = ["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--cpu-ops", "--fold-bn", "--winograd", "--int8",
             "--calib-rec", rec, "--num-calib", "16", "--check-rec", rec] + (["--int8-dcn-fp32"] if dcn_fp32 else [])
     assert main(args) == 0
-    for form in ("", "-folded", "-int8"):
+    for form in ("", "-folded", "-winograd", "-int8"):
         assert (tmp_path / f"m{form}-symbol.json").exists() and (tmp_path / f"m{form}-0000.params").exists()
     nodes = json.loads((tmp_path / "m-int8-symbol.json").read_text())["nodes"]
     gemms = [n for n in nodes if "fully_connected" in n["op"]]
     assert len(gemms) == 5 and all((n.get("attrs", {}).get("quantized") == "True") != dcn_fp32 for n in gemms)
     rows = json.loads((tmp_path / "m-check.json").read_text())
-    assert [r["export"] for r in rows] == ["deploy", "folded", "int8"]
+    assert [r["export"] for r in rows] == ["deploy", "folded", "winograd", "int8"]
     assert rows[0]["nme"] == pytest.approx(rows[1]["nme"], rel=1e-4)  # folding is exact
+    assert rows[0]["nme"] == pytest.approx(rows[2]["nme"], rel=1e-3)  # Winograd rounds differently
+    assert "sdu_wino_conv" in (tmp_path / "m-winograd-symbol.json").read_text()
     assert "| int8 |" in capsys.readouterr().out
     assert main(["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--int8"]) == 2
     assert "--int8 needs --calib-rec" in capsys.readouterr().err

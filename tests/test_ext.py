@@ -228,3 +228,69 @@ def test_mean_rejects_a_malformed_num_args():
     ext.load()
     with pytest.raises(mx.base.MXNetError, match="num_args must be an integer in 1..16"):
         mx.nd.sdu_mean(mx.nd.zeros((1, 4, 2, 2)), num_args="x2").wait_to_read()
+
+
+def _conv_reference(x, w, b, relu):
+    out = mx.nd.Convolution(x, w, b, kernel=(3, 3), pad=(1, 1), num_filter=w.shape[0])
+    return mx.nd.relu(out) if relu else out
+
+
+@pytest.mark.parametrize("channels, algorithm", [((32, 16), "winograd"), ((48, 32), "winograd"),
+                                                 ((5, 7), "winograd"), ((32, 16), "direct")],
+                         ids=["wino-4x3", "wino-48", "fallback-direct", "direct"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_wino_conv_matches_convolution(channels, algorithm, relu):
+    """Winograd (or oneDNN direct: channels not in 16-blocks, or asked for) equals MXNet's conv."""
+    ext.load()
+    rng = np.random.RandomState(1)
+    cin, cout = channels
+    x = mx.nd.array(rng.randn(2, cin, 13, 11))
+    w = mx.nd.array(rng.randn(cout, cin, 3, 3) * 0.1)
+    b = mx.nd.array(rng.randn(cout))
+    got = mx.nd.sdu_wino_conv(x, w, b, num_filter=cout, act_type="relu" if relu else "none", algorithm=algorithm)
+    want = _conv_reference(x, w, b, relu).asnumpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    if relu:
+        assert (got.asnumpy() >= 0).all() and (want == 0).any()
+
+
+def test_wino_conv_sees_new_weights_and_new_batch_sizes():
+    """The node keeps weights in Winograd layout between calls: changed weights (set_params)
+    and a rebound batch size must still give the right answer."""
+    ext.load()
+    rng = np.random.RandomState(2)
+    sym = mx.sym.sdu_wino_conv(mx.sym.var("data"), mx.sym.var("w"), mx.sym.var("b"), num_filter=16)
+    x = rng.randn(1, 16, 8, 8).astype(np.float32)
+    for batch in (1, 3):
+        mod = mx.mod.Module(sym, data_names=["data"], label_names=None)
+        mod.bind(data_shapes=[("data", (batch, 16, 8, 8))], for_training=False)
+        for trial in range(2):
+            w, b = rng.randn(16, 16, 3, 3).astype(np.float32), rng.randn(16).astype(np.float32)
+            mod.set_params({"w": mx.nd.array(w), "b": mx.nd.array(b)}, {})
+            xb = np.repeat(x, batch, axis=0) + trial
+            mod.forward(mx.io.DataBatch([mx.nd.array(xb)]), is_train=False)
+            want = _conv_reference(mx.nd.array(xb), mx.nd.array(w), mx.nd.array(b), False).asnumpy()
+            np.testing.assert_allclose(mod.get_outputs()[0].asnumpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_wino_conv_rejects_bad_attributes_and_shapes():
+    ext.load()
+    x, w, b = mx.nd.zeros((1, 16, 4, 4)), mx.nd.zeros((16, 16, 3, 3)), mx.nd.zeros(16)
+    with pytest.raises(mx.base.MXNetError, match="act_type must be 'relu' or 'none'"):
+        mx.nd.sdu_wino_conv(x, w, b, num_filter=16, act_type="tanh").wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="num_filter must be a positive integer"):
+        mx.nd.sdu_wino_conv(x, w, b, num_filter=0).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="algorithm must be 'winograd' or 'direct'"):
+        mx.nd.sdu_wino_conv(x, w, b, num_filter=16, algorithm="fft").wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match=r"weight must be \(num_filter, C, 3, 3\)"):
+        mx.nd.sdu_wino_conv(x, mx.nd.zeros((16, 16, 5, 5)), b, num_filter=16).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="supports float32 only"):
+        mx.nd.sdu_wino_conv(x.astype("float64"), w.astype("float64"), b.astype("float64"),
+                            num_filter=16).wait_to_read()
+
+
+def test_build_without_onednn_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(ext.sys, "prefix", str(tmp_path))
+    with pytest.raises(ext.ExtensionError, match="no oneapi/dnnl/dnnl.hpp; install the pinned onednn-devel"):
+        ext.build(str(tmp_path / "lib.so"), force=True)

@@ -4,7 +4,7 @@
     python tools/bench.py dcn                 # paper model: native DCN vs fast DCN vs no DCN
     python tools/bench.py dcn --json out.json --repeats 3 --batch 8
     python tools/bench.py train               # sdu-2d step: data iterator vs a fixed batch
-    python tools/bench.py infer               # latency/throughput: native, fast, folded, INT8, hourglass
+    python tools/bench.py infer               # latency/throughput: native, fast, folded, Winograd, INT8, hourglass
 
 `dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
 a training step (forward + backward + SGD update of an MSE loss on every stack's

@@ -23,10 +23,12 @@ import tempfile
 from insightface_align.errors import AlignError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("dcn_blend.cc", "mean.cc")
+SOURCES = ("dcn_blend.cc", "mean.cc", "wino_conv.cc")
 HEADERS = ("common.h",)
 LIBRARY = os.path.join(HERE, "libsdu_ops.so")
-OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_mean")
+OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_mean", "sdu_wino_conv")
+# oneDNN (the `onednn-cpu-gomp` wheel pinned in requirements/common.txt) for sdu_wino_conv.
+ONEDNN_LIBRARY = "libdnnl.so.2"
 
 
 class ExtensionError(AlignError):
@@ -51,6 +53,20 @@ def is_stale(library: str = LIBRARY) -> bool:
     return any(os.path.getmtime(os.path.join(HERE, f)) > built for f in SOURCES + HEADERS)
 
 
+def _onednn_dirs() -> tuple:
+    """(include dir, lib dir) of the oneDNN the `onednn-cpu-gomp`/`onednn-devel-cpu-gomp`
+    wheels install under the environment's prefix (MXNet's own copy is not exported)."""
+    include = os.path.join(sys.prefix, "include")
+    lib = os.path.join(sys.prefix, "lib")
+    if not os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
+        raise ExtensionError(f"{include}: no oneapi/dnnl/dnnl.hpp; install the pinned onednn-devel-cpu-gomp "
+                             "(requirements/common.txt, make install)")
+    if not os.path.exists(os.path.join(lib, ONEDNN_LIBRARY)):
+        raise ExtensionError(f"{lib}: no {ONEDNN_LIBRARY}; install the pinned onednn-cpu-gomp "
+                             "(requirements/common.txt, make install)")
+    return include, lib
+
+
 def compile_command(output: str) -> list:
     mx_dir = _mxnet_dir()
     lib_api = os.path.join(mx_dir, "src", "lib_api.cc")
@@ -58,8 +74,12 @@ def compile_command(output: str) -> list:
     if not os.path.exists(lib_api) or not os.path.isdir(include):
         raise ExtensionError(f"{mx_dir}: this MXNet wheel has no include/ or src/lib_api.cc to build operators against")
     compiler = os.environ.get("CXX", "g++")
+    dnnl_include, dnnl_lib = _onednn_dirs()
+    # -Bsymbolic and hidden inline symbols: the oneDNN C++ wrappers in this library bind to
+    # their own copies, never to the same-named ones libmxnet.so carries for its oneDNN.
     return [compiler, "-std=c++17", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
-            "-I" + include, *_sources(), lib_api, "-o", output]
+            "-fvisibility-inlines-hidden", "-I" + dnnl_include, "-I" + include, *_sources(), lib_api,
+            "-L" + dnnl_lib, "-l:" + ONEDNN_LIBRARY, "-Wl,-rpath," + dnnl_lib, "-Wl,-Bsymbolic", "-o", output]
 
 
 def build(library: str = LIBRARY, force: bool = False) -> str:
