@@ -246,21 +246,35 @@ def _output_index(outputs: list, node_name: str, index: int) -> int:
     raise ValueError(f"graph has no output {index} of node {node_name!r}")
 
 
-WINOGRAD_ATTRS = {"kernel": "(3, 3)", "stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(1, 1)", "num_group": "1"}
-CONV_DEFAULTS = {"stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(0, 0)", "num_group": "1"}
+CONV_DEFAULTS = {"stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(0, 0)", "num_group": "1", "layout": "NCHW"}
+SAME_3X3 = {"kernel": "(3, 3)", "stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(1, 1)", "layout": "NCHW"}
 WINOGRAD_CHANNELS = 16  # oneDNN's Winograd kernels work on 16-channel blocks
 
 
-def winograd_convolutions(sym, arg: dict, aux: dict) -> tuple:
-    """Run the 3x3 convolutions as sdu_wino_conv (oneDNN Winograd F(4x4,3x3); symbols/ext).
+def _cpu_conv_op(attrs: dict, weight) -> str | None:
+    """Which compiled operator runs this convolution in fast_cpu_convolutions, if any."""
+    if weight is None or any(attrs.get(k, CONV_DEFAULTS.get(k)) != want for k, want in SAME_3X3.items()):
+        return None
+    groups = int(attrs.get("num_group", "1"))
+    if groups == 1 and weight.shape[0] % WINOGRAD_CHANNELS == 0 and weight.shape[1] % WINOGRAD_CHANNELS == 0:
+        return "sdu_wino_conv"
+    if groups == weight.shape[0] and weight.shape[1] == 1:
+        return "sdu_dw_conv"
+    return None
 
-    Replaced: dense 3x3, stride 1, pad 1 convolutions whose input and output channels
-    are multiples of 16 (the others, e.g. the RGB stem, stay MXNet's). A ReLU that is
-    the convolution's only consumer is fused into it; a missing bias becomes a zero
-    parameter. Fewer multiplications, so not bit-identical: the rounding differs at
-    ~1e-6 relative per layer (the export's NME check measures the end result).
-    Inference only: the operator has no backward. Run it after fold_batchnorm.
-    Returns (symbol, arg_params, aux_params, number of convolutions replaced).
+
+def fast_cpu_convolutions(sym, arg: dict, aux: dict) -> tuple:
+    """Run the 3x3 convolutions with this project's CPU operators (symbols/ext), fp32.
+
+    - Dense 3x3, stride 1, pad 1, channels in multiples of 16 -> sdu_wino_conv
+      (oneDNN's Winograd F(4x4,3x3): 4x fewer multiplications).
+    - Depthwise 3x3, stride 1, pad 1 -> sdu_dw_conv (a stencil on the plain layout,
+      which spares MXNet's layout reorders around a tiny convolution).
+    Others (the RGB stem, 1x1s) stay MXNet's. A ReLU that is the convolution's only
+    consumer is fused into it; a missing bias becomes a zero parameter. Not bit-identical
+    (Winograd rounds differently, ~1e-6 relative per layer; the export's NME check
+    measures the end result). Inference only: neither operator has a backward. Run it
+    after fold_batchnorm. Returns (symbol, arg_params, aux_params, {operator: count}).
     """
     graph = json.loads(sym.tojson())
     nodes = graph["nodes"]
@@ -270,17 +284,18 @@ def winograd_convolutions(sym, arg: dict, aux: dict) -> tuple:
     relu_of = {n["inputs"][0][0]: i for i, n in enumerate(nodes)
                if n["op"] == "Activation" and n.get("attrs", {}).get("act_type") == "relu"}
     arg = dict(arg)
-    redirect, dropped, replaced = {}, set(), 0
+    redirect, dropped, counts = {}, set(), {"sdu_wino_conv": 0, "sdu_dw_conv": 0}
     for i, node in enumerate(list(nodes)):
+        if node["op"] != "Convolution":
+            continue
         attrs = node.get("attrs", {})
-        if node["op"] != "Convolution" or attrs.get("layout", "NCHW") != "NCHW":
-            continue
-        if any(attrs.get(k, CONV_DEFAULTS.get(k)) != want for k, want in WINOGRAD_ATTRS.items()):
-            continue
         weight = arg.get(nodes[node["inputs"][1][0]]["name"])
-        if weight is None or weight.shape[0] % WINOGRAD_CHANNELS or weight.shape[1] % WINOGRAD_CHANNELS:
+        op = _cpu_conv_op(attrs, weight)
+        if op is None:
             continue
-        new_attrs = {"num_filter": str(weight.shape[0]), "act_type": "none"}
+        new_attrs = {"act_type": "none"}
+        if op == "sdu_wino_conv":
+            new_attrs["num_filter"] = str(weight.shape[0])
         if attrs.get("no_bias", "False") == "True":
             bias_name = node["name"] + "_bias"
             arg[bias_name] = mx.nd.zeros((weight.shape[0],), dtype=weight.dtype)
@@ -291,13 +306,12 @@ def winograd_convolutions(sym, arg: dict, aux: dict) -> tuple:
             new_attrs["act_type"] = "relu"
             redirect[relu] = i
             dropped.add(relu)
-        node["op"] = "sdu_wino_conv"
-        node["attrs"] = new_attrs
-        replaced += 1
-    if not replaced:
-        return sym, arg, aux, 0
+        node["op"], node["attrs"] = op, new_attrs
+        counts[op] += 1
+    if not sum(counts.values()):
+        return sym, arg, aux, counts
     new_sym = _rebuild(graph, redirect, dropped)
-    return new_sym, {k: v for k, v in arg.items() if k in set(new_sym.list_arguments())}, aux, replaced
+    return new_sym, {k: v for k, v in arg.items() if k in set(new_sym.list_arguments())}, aux, counts
 
 
 def mkldnn_graph(sym):

@@ -181,32 +181,35 @@ def test_deconvolutions_keep_their_batchnorm(dcn_ckpt):
     assert any(n["op"] == "BatchNorm" and nodes[n["inputs"][0][0]]["op"] == "Deconvolution" for n in nodes)
 
 
-def test_winograd_export_replaces_eligible_3x3_convs_and_matches(dcn_ckpt):
+def test_fast_cpu_convolutions_replace_eligible_3x3_convs_and_match(dcn_ckpt):
     sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=True)
     fsym, farg, faux, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
     nodes = json.loads(fsym.tojson())["nodes"]
     convs = [n for n in nodes if n["op"] == "Convolution"]
 
-    def eligible(n):
+    def kind(n):
         a, w = n["attrs"], farg[nodes[n["inputs"][1][0]]["name"]]
-        return (a["kernel"] == "(3, 3)" and a.get("pad") == "(1, 1)" and a.get("stride", "(1, 1)") == "(1, 1)"
-                and a.get("num_group", "1") == "1" and w.shape[0] % 16 == 0 and w.shape[1] % 16 == 0)
+        if a["kernel"] != "(3, 3)" or a.get("pad") != "(1, 1)" or a.get("stride", "(1, 1)") != "(1, 1)":
+            return None
+        groups = int(a.get("num_group", "1"))
+        if groups == 1 and w.shape[0] % 16 == 0 and w.shape[1] % 16 == 0:
+            return "sdu_wino_conv"
+        return "sdu_dw_conv" if groups == w.shape[0] and w.shape[1] == 1 else None
 
-    expected = sum(map(eligible, convs))
-    assert 0 < expected < len(convs)  # width 0.125: some 8-channel convs stay MXNet's
-    wsym, warg, waux, n = ex.winograd_convolutions(fsym, farg, faux)
+    expected = {op: sum(kind(n) == op for n in convs) for op in ("sdu_wino_conv", "sdu_dw_conv")}
+    assert all(expected.values()) and sum(expected.values()) < len(convs)  # 1x1s and 8-channel convs stay
+    wsym, warg, waux, counts = ex.fast_cpu_convolutions(fsym, farg, faux)
     wnodes = json.loads(wsym.tojson())["nodes"]
-    winos = [x for x in wnodes if x["op"] == "sdu_wino_conv"]
-    assert n == len(winos) == expected
-    assert sum(x["op"] == "Convolution" for x in wnodes) == len(convs) - expected
-    fused = sum(x["attrs"]["act_type"] == "relu" for x in winos)
+    assert counts == expected == {op: sum(x["op"] == op for x in wnodes) for op in expected}
+    assert sum(x["op"] == "Convolution" for x in wnodes) == len(convs) - sum(expected.values())
+    fused = sum(x["attrs"]["act_type"] == "relu" for x in wnodes if x["op"] in expected)
     relus = lambda ns: sum(x["op"] == "Activation" and x["attrs"].get("act_type") == "relu" for x in ns)
     assert fused > 0 and relus(wnodes) == relus(nodes) - fused
     assert set(wsym.list_arguments()) - {"data"} == set(warg)
     want = HeatmapModel(fsym, farg, faux, batch_size=2)(_images(2))
     got = HeatmapModel(wsym, warg, waux, batch_size=2)(_images(2))
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
-    assert ex.winograd_convolutions(wsym, warg, waux)[3] == 0  # nothing left to replace
+    assert sum(ex.fast_cpu_convolutions(wsym, warg, waux)[3].values()) == 0  # nothing left to replace
 
 
 @pytest.mark.parametrize("dcn_fp32", [False, True], ids=["int8-dcn", "int8-dcn-fp32"])

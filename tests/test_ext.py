@@ -294,3 +294,33 @@ def test_build_without_onednn_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ext.sys, "prefix", str(tmp_path))
     with pytest.raises(ext.ExtensionError, match="no oneapi/dnnl/dnnl.hpp; install the pinned onednn-devel"):
         ext.build(str(tmp_path / "lib.so"), force=True)
+
+
+@pytest.mark.parametrize("size", [(9, 13), (1, 5), (4, 1)], ids=["9x13", "one-row", "one-column"])
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_dw_conv_matches_grouped_convolution(size, relu):
+    """The plain-layout depthwise stencil equals MXNet's grouped conv, borders included."""
+    ext.load()
+    rng = np.random.RandomState(4)
+    c = 6
+    x = mx.nd.array(rng.randn(2, c, *size))
+    w = mx.nd.array(rng.randn(c, 1, 3, 3))
+    b = mx.nd.array(rng.randn(c))
+    want = mx.nd.Convolution(x, w, b, kernel=(3, 3), pad=(1, 1), num_filter=c, num_group=c)
+    want = (mx.nd.relu(want) if relu else want).asnumpy()
+    got = mx.nd.sdu_dw_conv(x, w, b, act_type="relu" if relu else "none").asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dw_conv_rejects_bad_attributes_and_shapes():
+    ext.load()
+    x, b = mx.nd.zeros((1, 4, 5, 5)), mx.nd.zeros(4)
+    with pytest.raises(mx.base.MXNetError, match="sdu_dw_conv: act_type must be 'relu' or 'none'"):
+        mx.nd.sdu_dw_conv(x, mx.nd.zeros((4, 1, 3, 3)), b, act_type="sigmoid").wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match=r"weight must be \(C, 1, 3, 3\)"):
+        mx.nd.sdu_dw_conv(x, mx.nd.zeros((4, 4, 3, 3)), b).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match=r"bias must be \(C,\)"):
+        mx.nd.sdu_dw_conv(x, mx.nd.zeros((4, 1, 3, 3)), mx.nd.zeros(3)).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="supports float32 only"):
+        mx.nd.sdu_dw_conv(x.astype("float64"), mx.nd.zeros((4, 1, 3, 3), dtype="float64"),
+                          b.astype("float64")).wait_to_read()

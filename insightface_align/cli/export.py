@@ -33,8 +33,9 @@ def parse_args(argv=None):
                         "CPU; loaders must mx.library.load('symbols/ext/libsdu_ops.so') first")
     p.add_argument("--fold-bn", action="store_true", help="also write OUT-folded: BatchNorm folded into convs")
     p.add_argument("--winograd", action="store_true",
-                   help="also write OUT-winograd: BN folded and the 3x3 convolutions as Winograd (sdu_wino_conv, "
-                        "fp32, ~1.2x faster on CPU; inference only; needs symbols/ext/libsdu_ops.so)")
+                   help="also write OUT-winograd: BN folded, dense 3x3 convolutions as Winograd (sdu_wino_conv) and "
+                        "depthwise ones as sdu_dw_conv; fp32, the fastest fp32 CPU graph; inference only; needs "
+                        "symbols/ext/libsdu_ops.so")
     p.add_argument("--mkldnn", action="store_true", help="also write OUT-mkldnn: MKLDNN-fused graph (CPU only)")
     p.add_argument("--int8", action="store_true", help="also write OUT-int8: MKLDNN INT8 quantised graph")
     p.add_argument("--int8-dcn-fp32", action="store_true",
@@ -98,10 +99,11 @@ def main(argv=None) -> int:
                 written["folded"] = (args.out + "-folded", fsym, farg, faux)
                 print(f"wrote {args.out}-folded: {n} BatchNorms folded into convolutions")
         if args.winograd:
-            wsym, warg, waux, n = ex.winograd_convolutions(fsym, farg, faux)
+            wsym, warg, waux, n = ex.fast_cpu_convolutions(fsym, farg, faux)
             ex.save_deploy(args.out + "-winograd", wsym, warg, waux)
             written["winograd"] = (args.out + "-winograd", wsym, warg, waux)
-            print(f"wrote {args.out}-winograd: {n} 3x3 convolutions as Winograd (needs symbols/ext/libsdu_ops.so)")
+            print(f"wrote {args.out}-winograd: {n['sdu_wino_conv']} 3x3 convolutions as Winograd, "
+                  f"{n['sdu_dw_conv']} depthwise ones as plain-layout stencils (needs symbols/ext/libsdu_ops.so)")
         if args.mkldnn:
             msym = ex.mkldnn_graph(fsym)
             ex.save_deploy(args.out + "-mkldnn", msym, farg, faux)
