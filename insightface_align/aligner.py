@@ -53,11 +53,11 @@ class Aligner:
     """Heatmap model + crop rule + decoder. `get(image, bbox=None)` aligns the largest face."""
 
     def __init__(self, prefix: str | None = None, epoch: int = 0, ctx=None, batch_size: int = 1, detector=None,
-                 decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None):
+                 decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None, winograd: bool = False):
         if model is None:
             from .model import HeatmapModel
 
-            model = HeatmapModel.load(prefix, epoch, ctx, batch_size)
+            model = HeatmapModel.load(prefix, epoch, ctx, batch_size, winograd=winograd)
         self.model = model
         self.input_size = getattr(model, "input_size", 128)
         self.decoder, self.flip_tta = decoder, flip_tta

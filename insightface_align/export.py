@@ -314,6 +314,15 @@ def fast_cpu_convolutions(sym, arg: dict, aux: dict) -> tuple:
     return new_sym, {k: v for k, v in arg.items() if k in set(new_sym.list_arguments())}, aux, counts
 
 
+def fastest_cpu_graph(sym, arg: dict, aux: dict, input_size: int = 128) -> tuple:
+    """The fastest fp32 CPU inference graph of any heatmap graph: deformable tap weights
+    frozen, BatchNorms folded, 3x3 convolutions on the Winograd/depthwise operators
+    (what `tools/export.py --winograd` writes). Returns (symbol, arg_params, aux_params)."""
+    sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux, data_shape=(1, 3, input_size, input_size))
+    sym, arg, aux, _ = fold_batchnorm(sym, dict(arg), dict(aux))
+    return fast_cpu_convolutions(sym, arg, aux)[:3]
+
+
 def mkldnn_graph(sym):
     """MXNet's MKLDNN subgraph fusion (conv+BN+ReLU etc.) for CPU deployment."""
     return sym.get_backend_symbol("MKLDNN")

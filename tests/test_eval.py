@@ -126,3 +126,15 @@ def test_test_nme_clear_errors(checkpoint, tmp_path):
     (tmp_path / "bad-symbol.json").write_text("{not json")
     proc = _run_test_nme("--prefix", str(tmp_path / "bad"), "--epoch", "0", "--rec", "x.rec")
     assert proc.returncode == 2 and "bad-symbol.json" in proc.stderr
+
+
+def test_test_nme_winograd_graph_gives_the_same_nme(checkpoint, tmp_path):
+    prefix = str(checkpoint / "run" / "model")
+    nmes = []
+    for extra in ([], ["--winograd"]):
+        out = tmp_path / ("w" if extra else "exact")
+        proc = _run_test_nme("--prefix", prefix, "--epoch", "1", "--rec", str(checkpoint / "ibug.rec"),
+                             "--out", str(out), *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        nmes.append(json.load(open(out / "ibug-summary.json"))["nme"])
+    assert nmes[1] == pytest.approx(nmes[0], rel=1e-3)

@@ -212,6 +212,22 @@ def test_fast_cpu_convolutions_replace_eligible_3x3_convs_and_match(dcn_ckpt):
     assert sum(ex.fast_cpu_convolutions(wsym, warg, waux)[3].values()) == 0  # nothing left to replace
 
 
+def test_load_with_winograd_runs_the_fastest_cpu_graph(dcn_ckpt):
+    import mxnet as mx
+
+    from insightface_align.errors import DataError
+
+    exact = HeatmapModel.load(*dcn_ckpt, batch_size=2)
+    fast = HeatmapModel.load(*dcn_ckpt, batch_size=2, winograd=True)
+    ops = {n["op"] for n in json.loads(fast.sym.tojson())["nodes"]}
+    assert {"sdu_wino_conv", "sdu_dw_conv"} <= ops and "BatchNorm" in ops  # pre-activation BNs stay
+    assert len(fast.sym.list_auxiliary_states()) < len(exact.sym.list_auxiliary_states())  # BNs folded
+    want = exact(_images(2))
+    np.testing.assert_allclose(fast(_images(2)), want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    with pytest.raises(DataError, match="run on the CPU only"):
+        HeatmapModel.load(*dcn_ckpt, ctx=[mx.gpu(0)], winograd=True)
+
+
 @pytest.mark.parametrize("dcn_fp32", [False, True], ids=["int8-dcn", "int8-dcn-fp32"])
 def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys, dcn_fp32):
     from insightface_align.cli.export import main

@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--all-faces", action="store_true", help="align every detected face, not only the largest")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER)
     p.add_argument("--flip-tta", action="store_true")
+    p.add_argument("--winograd", action="store_true",
+                   help="CPU: the fastest fp32 graph (BN folded, Winograd/depthwise 3x3 convolutions; ~1.2x faster)")
     p.add_argument("--aligned", action="store_true", help="also write the 112x112 ArcFace-aligned crops")
     return p.parse_args(argv)
 
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
 
     try:
         aligner = Aligner(args.prefix, args.epoch, contexts_from_string(args.ctx), decoder=args.decoder,
-                          flip_tta=args.flip_tta)
+                          flip_tta=args.flip_tta, winograd=args.winograd)
         box = tuple(float(v) for v in args.box.split(",")) if args.box else None
         if box is not None and len(box) != 4:
             raise AlignError(f"--box {args.box!r}: expected x0,y0,x1,y1")

@@ -40,6 +40,9 @@ def parse_args(argv=None):
                         "AFLW2000 box_sqrt")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="heatmap decoder")
     p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
+    p.add_argument("--winograd", action="store_true",
+                   help="CPU: run the fastest fp32 graph (BN folded, Winograd/depthwise 3x3 convolutions; ~1.2x "
+                        "faster, NME equal to 3 decimals on the synthetic set); default: the exact graph")
     p.add_argument("--threshold", type=float, default=0.10, help="failure / AUC threshold (fraction)")
     p.add_argument("--out", default=None, help="folder for the CSV/JSON/PNG outputs (default: no files)")
     args = p.parse_args(argv)
@@ -84,7 +87,7 @@ def evaluate_sets(args) -> list:
 
     contexts = contexts_from_string(args.ctx)
     batch_size = args.batch_size or (8 if all(c.device_type == "cpu" for c in contexts) else 32)
-    model = HeatmapModel.load(args.prefix, args.epoch, contexts, batch_size)
+    model = HeatmapModel.load(args.prefix, args.epoch, contexts, batch_size, winograd=args.winograd)
     sets = [(_set_name(r), r) for r in args.rec]
     tmp = None
     if args.dataset:
