@@ -329,14 +329,15 @@ def mkldnn_graph(sym):
 
 
 def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_size: int = 16,
-                  exclude_first_conv: bool = True, quantize_taps: bool = True) -> tuple:
+                  exclude_first_conv: bool = True, quantize_taps: bool = True, int8_tables: bool = True) -> tuple:
     """INT8 graph by MXNet's MKLDNN quantisation, calibrated ('naive' min/max) on calib_images.
 
     The deformable units' tap GEMMs are frozen first (freeze_tap_weights) so they
     quantise like the convolutions (quantize_taps=False keeps them fp32, at ~1.4x the
     INT8 latency). What MXNet cannot quantise stays fp32: the native deformable
     convolution, bilinear sampling, this project's compiled operators (the deformable
-    blends, the node means) and the deconvolutions.
+    blends, the node means) and the deconvolutions. With int8_tables the quantised tap
+    GEMMs also write their tables in INT8 for the fast units (int8_unit_tables).
     """
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
@@ -351,7 +352,66 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
                                              excluded_sym_names=excluded, calib_mode="naive", calib_data=it,
                                              num_calib_examples=n, quantized_dtype="auto",
                                              label_names=None, logger=None)
+    if int8_tables:
+        qsym, _ = int8_unit_tables(qsym, sym, arg, aux, calib_images[:n], batch_size)
     return qsym, qarg, qaux
+
+
+def _unit_table_ranges(sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int) -> dict:
+    """unit name -> (min, max) of its fp32 tap table over images (the INT8 table's calibration)."""
+    graph = json.loads(sym.tojson())
+    nodes = graph["nodes"]
+    internals = sym.get_internals()
+    outputs = internals.list_outputs()
+    units = [(n["name"], _output_index(outputs, nodes[n["inputs"][0][0]]["name"], n["inputs"][0][1]))
+             for n in nodes if n["op"] == "sdu_deform_unit"]
+    if not units:
+        return {}
+    group = mx.sym.Group([internals[index] for _, index in units])
+    mod = mx.mod.Module(group, data_names=["data"], label_names=None)
+    mod.bind(data_shapes=[("data", (batch_size,) + tuple(images.shape[1:]))], for_training=False)
+    mod.set_params(arg, aux, allow_missing=False, allow_extra=True)
+    lo, hi = np.full(len(units), np.inf), np.full(len(units), -np.inf)
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        mod.forward(mx.io.DataBatch([mx.nd.array(images[start:start + batch_size])]), is_train=False)
+        for i, out in enumerate(mod.get_outputs()):
+            lo[i] = min(lo[i], float(out.min().asscalar()))
+            hi[i] = max(hi[i], float(out.max().asscalar()))
+    return {name: (lo[i], hi[i]) for i, (name, _) in enumerate(units)}
+
+
+def int8_unit_tables(qsym, sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int) -> tuple:
+    """Make each quantised tap GEMM of a fast deformable unit write an INT8 table.
+
+    MXNet's quantiser leaves the GEMM's output in fp32 (enable_float_output), because the
+    unit operator that reads it is not MXNet's. Here the GEMM gets the table's range,
+    calibrated on the fp32 graph `sym` over images, so it requantises to int8 itself, and
+    the unit becomes sdu_deform_unit_int8, which reads that table: a quarter of the
+    bytes (a full-width unit's 40 MB table becomes 10 MB and stays in cache). Units whose
+    GEMM was not quantised (quantize_taps=False) are left as they are.
+    Returns (symbol, number of units switched).
+    """
+    ranges = _unit_table_ranges(sym, arg, aux, images, batch_size)
+    graph = json.loads(qsym.tojson())
+    nodes = graph["nodes"]
+    switched = 0
+    for node in nodes:
+        if node["op"] != "sdu_deform_unit" or node["name"] not in ranges:
+            continue
+        fc_index = node["inputs"][0][0]
+        fc = nodes[fc_index]
+        attrs = fc.get("attrs", {})
+        if fc["op"] != "_sg_mkldnn_fully_connected" or attrs.get("enable_float_output") != "True":
+            continue
+        lo, hi = ranges[node["name"]]
+        del attrs["enable_float_output"]
+        attrs["min_calib_range"], attrs["max_calib_range"] = repr(float(lo)), repr(float(hi))
+        node["op"] = "sdu_deform_unit_int8"
+        node["inputs"] = [[fc_index, 0, 0], [fc_index, 1, 0], [fc_index, 2, 0]] + node["inputs"][1:]
+        switched += 1
+    if not switched:
+        return qsym, 0
+    return mx.sym.load_json(json.dumps(graph)), switched
 
 
 def export_onnx(sym, arg: dict, aux: dict, path: str, input_size: int = 128) -> str:

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("dcn_blend.cc", "mean.cc", "wino_conv.cc", "dw_conv.cc")
 HEADERS = ("common.h",)
 LIBRARY = os.path.join(HERE, "libsdu_ops.so")
-OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_mean", "sdu_wino_conv", "sdu_dw_conv")
+OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_deform_unit_int8", "sdu_mean", "sdu_wino_conv", "sdu_dw_conv")
 # oneDNN (the `onednn-cpu-gomp` wheel pinned in requirements/common.txt) for sdu_wino_conv.
 ONEDNN_LIBRARY = "libdnnl.so.2"
 

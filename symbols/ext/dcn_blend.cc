@@ -137,8 +137,11 @@ void to_pixel_major(const DType* src, int64_t B, int64_t F, int64_t hw, DType* d
   }
 }
 
-template <typename DType>
-void forward_impl(const Dims& d, const DType* table, const DType* offset, const DType* bias, DType* out) {
+// TableT is DType, or int8_t for an INT8 table whose value is table_scale * entry (for a
+// DType table table_scale is 1, and multiplying by it changes no bit).
+template <typename DType, typename TableT = DType>
+void forward_impl(const Dims& d, const TableT* table, const DType* offset, const DType* bias, DType* out,
+                  DType table_scale = DType(1)) {
   const int64_t B = d.B, H = d.H, W = d.W, F = d.F, hw = H * W, S = d.stride;
 #pragma omp parallel
   {
@@ -148,27 +151,30 @@ void forward_impl(const Dims& d, const DType* table, const DType* offset, const 
       for (int64_t y = 0; y < H; ++y) {
         std::fill(acc.begin(), acc.end(), DType(0));
         const DType* off_b = offset + b * 18 * hw;
-        const DType* tab_b = table + b * hw * S + d.col0;
+        const TableT* tab_b = table + b * hw * S + d.col0;
         for (int64_t x = 0; x < W; ++x) {
           DType* a = acc.data() + x * F;
           for (int k = 0; k < 9; ++k) {
             Tap<DType> t;
             tap_geometry(off_b, hw, H, W, y, x, k, &t);
             if (!t.inside) continue;
-            for (int c = 0; c < 4; ++c) {
-              const DType w = t.w[c];
-              if (w == DType(0)) continue;
-              const DType* src = tab_b + t.q[c] * S + k * F;
+            // The four corners in one pass over F (one read-modify-write of the accumulator).
+            const TableT* s0 = tab_b + t.q[0] * S + k * F;
+            const TableT* s1 = tab_b + t.q[1] * S + k * F;
+            const TableT* s2 = tab_b + t.q[2] * S + k * F;
+            const TableT* s3 = tab_b + t.q[3] * S + k * F;
+            const DType w0 = t.w[0], w1 = t.w[1], w2 = t.w[2], w3 = t.w[3];
 #pragma omp simd
-              for (int64_t f = 0; f < F; ++f) a[f] += w * src[f];
-            }
+            for (int64_t f = 0; f < F; ++f)
+              a[f] += w0 * static_cast<DType>(s0[f]) + w1 * static_cast<DType>(s1[f]) +
+                      w2 * static_cast<DType>(s2[f]) + w3 * static_cast<DType>(s3[f]);
           }
         }
         DType* out_row = out + b * F * hw + y * W;
         for (int64_t f = 0; f < F; ++f) {
           const DType bf = bias ? bias[f] : DType(0);
           DType* o = out_row + f * hw;
-          for (int64_t x = 0; x < W; ++x) o[x] = acc[x * F + f] + bf;
+          for (int64_t x = 0; x < W; ++x) o[x] = acc[x * F + f] * table_scale + bf;
         }
       }
     }
@@ -242,8 +248,9 @@ void backward_impl(const Dims& d, const DType* gout, const DType* table, const D
 // zero padded -- a plain 3x3 convolution whose channel mixing the table GEMM did. With
 // columns scaled by `scale` (a power of two) the sum runs scaled and is scaled back:
 // every rounding scales with it, so the offsets are bit-identical.
-template <typename DType>
-void offsets_from_table(const Dims& d, const DType* table, const DType* obias, DType scale, DType* offset) {
+template <typename DType, typename TableT = DType>
+void offsets_from_table(const Dims& d, const TableT* table, const DType* obias, DType scale, DType* offset,
+                        DType table_scale = DType(1)) {
   const int64_t B = d.B, H = d.H, W = d.W, hw = H * W, S = d.stride;
   const DType inverse = DType(1) / scale;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -255,8 +262,8 @@ void offsets_from_table(const Dims& d, const DType* table, const DType* obias, D
         for (int k = 0; k < 9; ++k) {
           const int64_t sy = y + k / 3 - 1, sx = x + k % 3 - 1;
           if (sy < 0 || sy >= H || sx < 0 || sx >= W) continue;
-          const DType* src = table + (b * hw + sy * W + sx) * S + k * 18;
-          for (int o = 0; o < 18; ++o) acc[o] += src[o];
+          const TableT* src = table + (b * hw + sy * W + sx) * S + k * 18;
+          for (int o = 0; o < 18; ++o) acc[o] += table_scale * static_cast<DType>(src[o]);
         }
         for (int o = 0; o < 18; ++o) offset[(b * 18 + o) * hw + y * W + x] = acc[o] * inverse;
       }
@@ -451,7 +458,72 @@ MXReturnValue unit_backward(const Attrs& attrs, std::vector<MXTensor>* in, std::
   return MX_SUCCESS;
 }
 
+// ---- sdu_deform_unit_int8(table int8 (B, H, W, 162 + 9F), table_min (1,), table_max (1,),
+//      offset_bias (18,)[, bias (F,)]) -> float32 (B, F, H, W); inference only.
+// The unit reading the INT8 table that MXNet's quantised GEMM writes (with its output range
+// calibrated): entry q means q * max(|table_min|, |table_max|) / 127, MXNet's int8 convention.
+// A quarter of the fp32 table's bytes, so a full-width unit's table (10 MB) stays in cache.
+
+MXReturnValue int8_parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
+  *num_in = has_bias(attrs) ? 5 : 4;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+MXReturnValue int8_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  if ((*in)[0] >= 0 && (*in)[0] != kInt8) {
+    MX_ERROR_MSG << "sdu_deform_unit_int8: the table must be int8";
+    return MX_FAIL;
+  }
+  (*in)[0] = kInt8;
+  for (size_t i = 1; i < in->size(); ++i) {
+    if ((*in)[i] >= 0 && (*in)[i] != kFloat32) {
+      MX_ERROR_MSG << "sdu_deform_unit_int8: table_min, table_max and the biases must be float32";
+      return MX_FAIL;
+    }
+    (*in)[i] = kFloat32;
+  }
+  (*out)[0] = kFloat32;
+  return MX_SUCCESS;
+}
+
+MXReturnValue int8_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                         std::vector<std::vector<unsigned int>>* out) {
+  double scale;
+  if (offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
+  Dims d;
+  if (table_dims(to64((*in)[0]), true, &d) != MX_SUCCESS) return MX_FAIL;
+  if (check_bias(*in, 1, 1, "sdu_deform_unit_int8: table_min") != MX_SUCCESS) return MX_FAIL;
+  if (check_bias(*in, 2, 1, "sdu_deform_unit_int8: table_max") != MX_SUCCESS) return MX_FAIL;
+  if (check_bias(*in, 3, 18, "sdu_deform_unit_int8: offset_bias") != MX_SUCCESS) return MX_FAIL;
+  if (check_bias(*in, 4, d.F, "sdu_deform_unit_int8: bias") != MX_SUCCESS) return MX_FAIL;
+  (*out)[0] = {(*in)[0][0], static_cast<unsigned int>(d.F), (*in)[0][1], (*in)[0][2]};
+  return MX_SUCCESS;
+}
+
+MXReturnValue int8_forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                           const OpResource& res) {
+  Dims d;
+  double scale;
+  if (unit_setup(attrs, (*in)[0].shape, &d, &scale) != MX_SUCCESS) return MX_FAIL;
+  const float lo = *(*in)[1].data<float>(), hi = *(*in)[2].data<float>();
+  const float table_scale = std::max(std::fabs(lo), std::fabs(hi)) / 127.f;
+  const int8_t* table = (*in)[0].data<int8_t>();
+  auto offset = sdu::scratch<float>(d.B * 18 * d.H * d.W);
+  offsets_from_table<float, int8_t>(d, table, (*in)[3].data<float>(), static_cast<float>(scale), offset.get(),
+                                    table_scale);
+  forward_impl<float, int8_t>(d, table, offset.get(), in->size() == 5 ? (*in)[4].data<float>() : nullptr,
+                              (*out)[0].data<float>(), table_scale);
+  return MX_SUCCESS;
+}
+
 }  // namespace
+
+REGISTER_OP(sdu_deform_unit_int8)
+    .setParseAttrs(int8_parse_attrs)
+    .setInferType(int8_type)
+    .setInferShape(int8_shape)
+    .setForward(int8_forward, "cpu");
 
 REGISTER_OP(sdu_dcn_blend)
     .setParseAttrs(parse_attrs)
