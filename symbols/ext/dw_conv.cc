@@ -78,16 +78,19 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
   return MX_SUCCESS;
 }
 
-// One output row: o[x] = bias + sum over the three kernel taps of row r of in (zero outside).
-inline void add_row(float* o, const float* in, const float* k, int64_t W) {
-  if (W == 1) {
-    o[0] += k[1] * in[0];
-    return;
+// Output value at column x from the three input rows r0..r2 (zero rows outside the map),
+// with columns outside [0, W) read as zero.
+inline float edge_value(const float* r0, const float* r1, const float* r2, const float* k, int64_t x, int64_t W,
+                        float bias) {
+  float v = bias;
+  const float* rows[3] = {r0, r1, r2};
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      const int64_t c = x + j - 1;
+      if (c >= 0 && c < W) v += k[3 * i + j] * rows[i][c];
+    }
   }
-  o[0] += k[1] * in[0] + k[2] * in[1];
-#pragma omp simd
-  for (int64_t x = 1; x < W - 1; ++x) o[x] += k[0] * in[x - 1] + k[1] * in[x] + k[2] * in[x + 1];
-  o[W - 1] += k[0] * in[W - 2] + k[1] * in[W - 1];
+  return v;
 }
 
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
@@ -100,22 +103,32 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
   const float* weight = (*in)[1].data<float>();
   const float* bias = (*in)[2].data<float>();
   float* dst = (*out)[0].data<float>();
+  const std::vector<float> zeros(W, 0.f);  // the padding rows above and below the map
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < B * C; ++plane) {
     const int64_t c = plane % C;
     const float* src = data + plane * H * W;
     const float* k = weight + c * 9;
+    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7], k8 = k[8];
+    const float b = bias[c];
     float* o = dst + plane * H * W;
     for (int64_t y = 0; y < H; ++y) {
+      const float* r0 = y > 0 ? src + (y - 1) * W : zeros.data();
+      const float* r1 = src + y * W;
+      const float* r2 = y + 1 < H ? src + (y + 1) * W : zeros.data();
       float* row = o + y * W;
-      for (int64_t x0 = 0; x0 < W; ++x0) row[x0] = bias[c];
-      for (int i = 0; i < 3; ++i) {
-        const int64_t r = y + i - 1;
-        if (r >= 0 && r < H) add_row(row, src + r * W, k + 3 * i, W);
-      }
-      if (relu) {
+      // All nine taps in one pass over the interior columns; the two border columns apart.
 #pragma omp simd
-        for (int64_t x0 = 0; x0 < W; ++x0) row[x0] = row[x0] > 0.f ? row[x0] : 0.f;
+      for (int64_t x0 = 1; x0 < W - 1; ++x0) {
+        const float v = b + k0 * r0[x0 - 1] + k1 * r0[x0] + k2 * r0[x0 + 1] + k3 * r1[x0 - 1] + k4 * r1[x0] +
+                        k5 * r1[x0 + 1] + k6 * r2[x0 - 1] + k7 * r2[x0] + k8 * r2[x0 + 1];
+        row[x0] = relu && v < 0.f ? 0.f : v;
+      }
+      row[0] = edge_value(r0, r1, r2, k, 0, W, b);
+      if (W > 1) row[W - 1] = edge_value(r0, r1, r2, k, W - 1, W, b);
+      if (relu) {
+        row[0] = row[0] < 0.f ? 0.f : row[0];
+        row[W - 1] = row[W - 1] < 0.f ? 0.f : row[W - 1];
       }
     }
   }
