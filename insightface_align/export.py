@@ -97,20 +97,13 @@ def fold_batchnorm(sym, arg: dict, aux: dict) -> tuple:
         conv = nodes[src]
         if conv["op"] not in FOLDABLE or uses.get(src, 0) != 1:
             continue
-        attrs = node.get("attrs", {})
-        eps = float(attrs.get("eps", 1e-3))
         name = node["name"]
-        gamma = np.ones_like(aux[name + "_moving_var"].asnumpy()) if attrs.get("fix_gamma", "True") == "True" \
-            else arg[name + "_gamma"].asnumpy()
-        g = gamma / np.sqrt(aux[name + "_moving_var"].asnumpy() + eps)
         w_name = nodes[conv["inputs"][WEIGHT_INPUT[conv["op"]]][0]]["name"]
-        w = arg[w_name].asnumpy()
-        w = w * g.reshape(-1, 1, 1, 1)
         no_bias = conv.get("attrs", {}).get("no_bias", "False") == "True"
         bias_name = conv["name"] + "_bias"
-        b = np.zeros_like(g) if no_bias else arg[bias_name].asnumpy()
-        arg[w_name] = mx.nd.array(w)
-        arg[bias_name] = mx.nd.array((b - aux[name + "_moving_mean"].asnumpy()) * g + arg[name + "_beta"].asnumpy())
+        if no_bias:
+            arg[bias_name] = mx.nd.zeros(aux[name + "_moving_var"].shape)
+        _fold_bn_into(node, arg, aux, w_name, bias_name, out_axis=0)
         if no_bias:
             nodes.append({"op": "null", "name": bias_name, "inputs": []})
             conv["inputs"].append([len(nodes) - 1, 0, 0])
@@ -246,63 +239,93 @@ def _output_index(outputs: list, node_name: str, index: int) -> int:
     raise ValueError(f"graph has no output {index} of node {node_name!r}")
 
 
-CONV_DEFAULTS = {"stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(0, 0)", "num_group": "1", "layout": "NCHW"}
+CONV_DEFAULTS = {"stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(0, 0)", "num_group": "1", "layout": "NCHW",
+                 "adj": "(0, 0)", "target_shape": "(0, 0)"}
 SAME_3X3 = {"kernel": "(3, 3)", "stride": "(1, 1)", "dilate": "(1, 1)", "pad": "(1, 1)", "layout": "NCHW"}
+UP_2X2 = {"kernel": "(2, 2)", "stride": "(2, 2)", "dilate": "(1, 1)", "pad": "(0, 0)", "num_group": "1",
+          "layout": "NCHW", "adj": "(0, 0)", "target_shape": "(0, 0)"}
 WINOGRAD_CHANNELS = 16  # oneDNN's Winograd kernels work on 16-channel blocks
 
 
-def _cpu_conv_op(attrs: dict, weight) -> str | None:
-    """Which compiled operator runs this convolution in fast_cpu_convolutions, if any."""
-    if weight is None or any(attrs.get(k, CONV_DEFAULTS.get(k)) != want for k, want in SAME_3X3.items()):
+def _has(attrs: dict, wanted: dict) -> bool:
+    return all(attrs.get(k, CONV_DEFAULTS.get(k)) == v for k, v in wanted.items())
+
+
+def _cpu_conv_op(op: str, attrs: dict, weight) -> tuple | None:
+    """(operator, extra attributes) that runs this (de)convolution in fast_cpu_convolutions, if any."""
+    if weight is None:
+        return None
+    if op == "Deconvolution":
+        return ("sdu_deconv2x2", {"num_filter": str(weight.shape[1])}) if _has(attrs, UP_2X2) else None
+    if not _has(attrs, SAME_3X3):
         return None
     groups = int(attrs.get("num_group", "1"))
     if groups == 1 and weight.shape[0] % WINOGRAD_CHANNELS == 0 and weight.shape[1] % WINOGRAD_CHANNELS == 0:
-        return "sdu_wino_conv"
+        return "sdu_wino_conv", {"num_filter": str(weight.shape[0])}
     if groups == weight.shape[0] and weight.shape[1] == 1:
-        return "sdu_dw_conv"
+        return "sdu_dw_conv", {}
     return None
 
 
 def fast_cpu_convolutions(sym, arg: dict, aux: dict) -> tuple:
-    """Run the 3x3 convolutions with this project's CPU operators (symbols/ext), fp32.
+    """Run the convolutions with this project's CPU operators (symbols/ext), fp32.
 
     - Dense 3x3, stride 1, pad 1, channels in multiples of 16 -> sdu_wino_conv
       (oneDNN's Winograd F(4x4,3x3): 4x fewer multiplications).
     - Depthwise 3x3, stride 1, pad 1 -> sdu_dw_conv (a stencil on the plain layout,
       which spares MXNet's layout reorders around a tiny convolution).
-    Others (the RGB stem, 1x1s) stay MXNet's. A ReLU that is the convolution's only
-    consumer is fused into it; a missing bias becomes a zero parameter. Not bit-identical
-    (Winograd rounds differently, ~1e-6 relative per layer; the export's NME check
-    measures the end result). Inference only: neither operator has a backward. Run it
-    after fold_batchnorm. Returns (symbol, arg_params, aux_params, {operator: count}).
+    - 2x2 stride-2 deconvolutions -> sdu_deconv2x2 (one GEMM per image on the plain
+      layout, again without reorders); a BatchNorm that is a deconvolution's only
+      consumer is folded into it (exact, as fold_batchnorm).
+    Others (the RGB stem, 1x1s) stay MXNet's: as a GEMM on the plain layout the 1x1s made
+    the next oneDNN operators slower (a 128x128 pooling went from 0.3 to 13 ms). A ReLU that is the layer's (or its folded BN's)
+    only consumer is fused into it; a missing bias becomes a zero parameter. Not
+    bit-identical (Winograd rounds differently, ~1e-6 relative per layer; the export's
+    NME check measures the end result). Inference only: the operators have no backward.
+    Run it after fold_batchnorm. Returns (symbol, arg_params, aux_params, {operator: count}).
     """
     graph = json.loads(sym.tojson())
     nodes = graph["nodes"]
     uses = _consumers(nodes)
     for head in graph["heads"]:
         uses[head[0]] = uses.get(head[0], 0) + 1
-    relu_of = {n["inputs"][0][0]: i for i, n in enumerate(nodes)
-               if n["op"] == "Activation" and n.get("attrs", {}).get("act_type") == "relu"}
-    arg = dict(arg)
-    redirect, dropped, counts = {}, set(), {"sdu_wino_conv": 0, "sdu_dw_conv": 0}
+    consumer = {n["inputs"][0][0]: i for i, n in enumerate(nodes) if n["inputs"]}
+    arg, aux = dict(arg), dict(aux)
+    redirect, dropped = {}, set()
+    counts = {"sdu_wino_conv": 0, "sdu_dw_conv": 0, "sdu_deconv2x2": 0}
+
+    def sole_consumer(i: int, op: str, **attrs):
+        j = consumer.get(i)
+        if j is None or uses.get(i, 0) != 1 or nodes[j]["op"] != op:
+            return None
+        return j if all(nodes[j].get("attrs", {}).get(k) == v for k, v in attrs.items()) else None
+
     for i, node in enumerate(list(nodes)):
-        if node["op"] != "Convolution":
+        if node["op"] not in ("Convolution", "Deconvolution"):
             continue
         attrs = node.get("attrs", {})
-        weight = arg.get(nodes[node["inputs"][1][0]]["name"])
-        op = _cpu_conv_op(attrs, weight)
-        if op is None:
+        w_name = nodes[node["inputs"][1][0]]["name"]
+        choice = _cpu_conv_op(node["op"], attrs, arg.get(w_name))
+        if choice is None:
             continue
-        new_attrs = {"act_type": "none"}
-        if op == "sdu_wino_conv":
-            new_attrs["num_filter"] = str(weight.shape[0])
+        op, new_attrs = choice
+        out_channels = int(new_attrs.get("num_filter", arg[w_name].shape[0]))
         if attrs.get("no_bias", "False") == "True":
             bias_name = node["name"] + "_bias"
-            arg[bias_name] = mx.nd.zeros((weight.shape[0],), dtype=weight.dtype)
+            arg[bias_name] = mx.nd.zeros((out_channels,), dtype=arg[w_name].dtype)
             nodes.append({"op": "null", "name": bias_name, "inputs": []})
             node["inputs"] = node["inputs"][:2] + [[len(nodes) - 1, 0, 0]]
-        relu = relu_of.get(i)
-        if relu is not None and uses.get(i, 0) == 1:
+        last = i  # the node whose output the replacement produces
+        bn = sole_consumer(i, "BatchNorm") if node["op"] == "Deconvolution" else None
+        if bn is not None:
+            _fold_bn_into(nodes[bn], arg, aux, w_name, node["name"] + "_bias", out_axis=1)
+            dropped.update(src for src, _, _ in nodes[bn]["inputs"][1:])
+            dropped.add(bn)
+            redirect[bn] = i
+            last = bn
+        relu = sole_consumer(last, "Activation", act_type="relu")
+        new_attrs["act_type"] = "none"
+        if relu is not None:
             new_attrs["act_type"] = "relu"
             redirect[relu] = i
             dropped.add(relu)
@@ -311,7 +334,23 @@ def fast_cpu_convolutions(sym, arg: dict, aux: dict) -> tuple:
     if not sum(counts.values()):
         return sym, arg, aux, counts
     new_sym = _rebuild(graph, redirect, dropped)
-    return new_sym, {k: v for k, v in arg.items() if k in set(new_sym.list_arguments())}, aux, counts
+    used_args, used_aux = set(new_sym.list_arguments()), set(new_sym.list_auxiliary_states())
+    return (new_sym, {k: v for k, v in arg.items() if k in used_args},
+            {k: v for k, v in aux.items() if k in used_aux}, counts)
+
+
+def _fold_bn_into(bn: dict, arg: dict, aux: dict, w_name: str, bias_name: str, out_axis: int) -> None:
+    """Fold inference BatchNorm `bn` into the weight (output channels on out_axis) and bias."""
+    attrs = bn.get("attrs", {})
+    name = bn["name"]
+    var = aux[name + "_moving_var"].asnumpy()
+    gamma = np.ones_like(var) if attrs.get("fix_gamma", "True") == "True" else arg[name + "_gamma"].asnumpy()
+    g = gamma / np.sqrt(var + float(attrs.get("eps", 1e-3)))
+    shape = [1] * arg[w_name].ndim
+    shape[out_axis] = -1
+    arg[w_name] = mx.nd.array(arg[w_name].asnumpy() * g.reshape(shape))
+    b = arg[bias_name].asnumpy()
+    arg[bias_name] = mx.nd.array((b - aux[name + "_moving_mean"].asnumpy()) * g + arg[name + "_beta"].asnumpy())
 
 
 def fastest_cpu_graph(sym, arg: dict, aux: dict, input_size: int = 128) -> tuple:

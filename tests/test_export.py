@@ -199,10 +199,12 @@ def test_fast_cpu_convolutions_replace_eligible_3x3_convs_and_match(dcn_ckpt):
     sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=True)
     fsym, farg, faux, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
     nodes = json.loads(fsym.tojson())["nodes"]
-    convs = [n for n in nodes if n["op"] == "Convolution"]
+    convs = [n for n in nodes if n["op"] in ("Convolution", "Deconvolution")]
 
     def kind(n):
         a, w = n["attrs"], farg[nodes[n["inputs"][1][0]]["name"]]
+        if n["op"] == "Deconvolution":
+            return "sdu_deconv2x2" if a["kernel"] == "(2, 2)" and a["stride"] == "(2, 2)" else None
         if a["kernel"] != "(3, 3)" or a.get("pad") != "(1, 1)" or a.get("stride", "(1, 1)") != "(1, 1)":
             return None
         groups = int(a.get("num_group", "1"))
@@ -210,15 +212,18 @@ def test_fast_cpu_convolutions_replace_eligible_3x3_convs_and_match(dcn_ckpt):
             return "sdu_wino_conv"
         return "sdu_dw_conv" if groups == w.shape[0] and w.shape[1] == 1 else None
 
-    expected = {op: sum(kind(n) == op for n in convs) for op in ("sdu_wino_conv", "sdu_dw_conv")}
+    expected = {op: sum(kind(n) == op for n in convs) for op in ("sdu_wino_conv", "sdu_dw_conv", "sdu_deconv2x2")}
     assert all(expected.values()) and sum(expected.values()) < len(convs)  # 1x1s and 8-channel convs stay
     wsym, warg, waux, counts = ex.fast_cpu_convolutions(fsym, farg, faux)
     wnodes = json.loads(wsym.tojson())["nodes"]
     assert counts == expected == {op: sum(x["op"] == op for x in wnodes) for op in expected}
-    assert sum(x["op"] == "Convolution" for x in wnodes) == len(convs) - sum(expected.values())
+    assert sum(x["op"] in ("Convolution", "Deconvolution") for x in wnodes) == len(convs) - sum(expected.values())
     fused = sum(x["attrs"]["act_type"] == "relu" for x in wnodes if x["op"] in expected)
     relus = lambda ns: sum(x["op"] == "Activation" and x["attrs"].get("act_type") == "relu" for x in ns)
     assert fused > 0 and relus(wnodes) == relus(nodes) - fused
+    bns = lambda ns: sum(x["op"] == "BatchNorm" for x in ns)  # each deconvolution's BN is folded into it
+    assert bns(wnodes) == bns(nodes) - expected["sdu_deconv2x2"]
+    assert len(waux) == len(faux) - 2 * expected["sdu_deconv2x2"]
     assert set(wsym.list_arguments()) - {"data"} == set(warg)
     want = HeatmapModel(fsym, farg, faux, batch_size=2)(_images(2))
     got = HeatmapModel(wsym, warg, waux, batch_size=2)(_images(2))

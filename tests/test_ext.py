@@ -358,3 +358,29 @@ def test_dw_conv_rejects_bad_attributes_and_shapes():
     with pytest.raises(mx.base.MXNetError, match="supports float32 only"):
         mx.nd.sdu_dw_conv(x.astype("float64"), mx.nd.zeros((4, 1, 3, 3), dtype="float64"),
                           b.astype("float64")).wait_to_read()
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
+def test_deconv2x2_matches_mxnet_deconvolution(relu):
+    """One GEMM per image plus the stride-2 scatter equals MXNet's 2x2 stride-2 deconvolution."""
+    ext.load()
+    rng = np.random.RandomState(7)
+    x = mx.nd.array(rng.randn(2, 24, 5, 7))
+    w = mx.nd.array(rng.randn(24, 10, 2, 2))
+    b = mx.nd.array(rng.randn(10))
+    want = mx.nd.Deconvolution(x, w, kernel=(2, 2), stride=(2, 2), num_filter=10, no_bias=True) + b.reshape((1, 10, 1, 1))
+    want = (mx.nd.relu(want) if relu else want).asnumpy()
+    got = mx.nd.sdu_deconv2x2(x, w, b, num_filter=10, act_type="relu" if relu else "none").asnumpy()
+    assert got.shape == (2, 10, 10, 14)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_deconv2x2_rejects_bad_attributes_and_shapes():
+    ext.load()
+    x, b = mx.nd.zeros((1, 4, 3, 3)), mx.nd.zeros(6)
+    with pytest.raises(mx.base.MXNetError, match="sdu_deconv2x2: num_filter must be a positive integer"):
+        mx.nd.sdu_deconv2x2(x, mx.nd.zeros((4, 6, 2, 2)), b).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match=r"weight must be \(C, num_filter, 2, 2\) = \(4, 6, 2, 2\)"):
+        mx.nd.sdu_deconv2x2(x, mx.nd.zeros((6, 4, 2, 2)), b, num_filter=6).wait_to_read()
+    with pytest.raises(mx.base.MXNetError, match="act_type must be 'relu' or 'none'"):
+        mx.nd.sdu_deconv2x2(x, mx.nd.zeros((4, 6, 2, 2)), b, num_filter=6, act_type="elu").wait_to_read()

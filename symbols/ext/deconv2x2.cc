@@ -1,0 +1,149 @@
+// sdu_deconv2x2: an inference-only 2x2 stride-2 deconvolution (the up-sampling units) on
+// plain NCHW tensors, as one GEMM per image (oneDNN's sgemm), with a per-channel bias and
+// an optional ReLU fused.
+//
+// Why: the deconvolution is a plain matrix product on the NCHW layout (channels x pixels),
+// but MXNet's oneDNN primitive picks a blocked layout at batch 1 and reorders from and to
+// the NCHW node means around it (its neighbours in every up-sampling unit). As a GEMM on
+// NCHW there is nothing to reorder, and the BN that follows each deconvolution folds into
+// the bias, which oneDNN's deconvolution with a bias made slower.
+//
+//   weight (C, O, 2, 2) (MXNet's Deconvolution layout), read as the (C x 4O) matrix W:
+//   out[o, 2y+i, 2x+j] = act(bias[o] + sum_c w[c, o, i, j] x[c, y, x])
+#include <omp.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.h"
+
+#include "common.h"
+#include "mxnet/lib_api.h"
+
+using namespace mxnet::ext;
+
+namespace {
+
+using sdu::Attrs;
+
+constexpr const char* kOp = "sdu_deconv2x2";
+
+struct Params {
+  bool relu = false;
+  int num_filter = 0;
+};
+
+MXReturnValue read_params(const Attrs& attrs, Params* p) {
+  auto act = attrs.find("act_type");
+  if (act != attrs.end() && act->second != "relu" && act->second != "none") {
+    MX_ERROR_MSG << kOp << ": act_type must be 'relu' or 'none', got '" << act->second << "'";
+    return MX_FAIL;
+  }
+  p->relu = act != attrs.end() && act->second == "relu";
+  if (!sdu::int_attr(attrs, "num_filter", 0, &p->num_filter) || p->num_filter < 1) {
+    MX_ERROR_MSG << kOp << ": num_filter must be a positive integer";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
+
+MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
+  Params p;
+  if (read_params(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  *num_in = 3;  // data, weight, bias
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
+  for (int& t : *in) {
+    if (t >= 0 && t != kFloat32) {
+      MX_ERROR_MSG << kOp << " supports float32 only";
+      return MX_FAIL;
+    }
+    t = kFloat32;
+  }
+  (*out)[0] = kFloat32;
+  return MX_SUCCESS;
+}
+
+MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
+                          std::vector<std::vector<unsigned int>>* out) {
+  Params p;
+  if (read_params(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  const auto& d = (*in)[0];
+  if (d.size() != 4) {
+    MX_ERROR_MSG << kOp << ": data must be (B, C, H, W)";
+    return MX_FAIL;
+  }
+  const unsigned int O = static_cast<unsigned int>(p.num_filter), C = d[1];
+  const std::vector<unsigned int> want_w{C, O, 2, 2};
+  auto& w = (*in)[1];
+  auto& b = (*in)[2];
+  if (w.empty()) w = want_w;
+  if (b.empty()) b = {O};
+  if (w != want_w) {
+    MX_ERROR_MSG << kOp << ": weight must be (C, num_filter, 2, 2) = (" << want_w[0] << ", " << want_w[1] << ", " << want_w[2] << ", " << want_w[3] << ")";
+    return MX_FAIL;
+  }
+  if (b.size() != 1 || b[0] != O) {
+    MX_ERROR_MSG << kOp << ": bias must be (num_filter,) = (" << O << ",)";
+    return MX_FAIL;
+  }
+  (*out)[0] = {d[0], O, d[2] * 2, d[3] * 2};
+  return MX_SUCCESS;
+}
+
+inline float activate(float v, bool relu) { return relu && v < 0.f ? 0.f : v; }
+
+MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                      const OpResource& res) {
+  Params p;
+  if (read_params(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  MXTensor& x = (*in)[0];
+  const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], hw = H * W;
+  const int64_t O = p.num_filter, rows = 4 * O;
+  const float* weight = (*in)[1].data<float>();
+  const float* bias = (*in)[2].data<float>();
+  float* dst = (*out)[0].data<float>();
+  auto product = sdu::scratch<float>(rows * hw);  // row (o, i, j): output pixels (2y+i, 2x+j)
+  for (int64_t b = 0; b < B; ++b) {
+    const float* src = x.data<float>() + b * C * hw;
+    // Y (4O x hw) = W^T . X (C x hw), W being the (C x 4O) row-major weight.
+    const dnnl_status_t status = dnnl_sgemm('T', 'N', rows, hw, C, 1.f, weight, rows, src, hw, 0.f,
+                                            product.get(), hw);
+    if (status != dnnl_success) {
+      MX_ERROR_MSG << kOp << ": oneDNN sgemm failed (status " << static_cast<int>(status) << ")";
+      return MX_FAIL;
+    }
+    const float* y = product.get();
+    float* out_b = dst + b * O * hw * 4;
+    const int64_t W2 = 2 * W;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t yy = 0; yy < H; ++yy) {
+        const float bo = bias[o];
+        for (int i = 0; i < 2; ++i) {
+          const float* r0 = y + (o * 4 + i * 2) * hw + yy * W;  // (o, i, j = 0)
+          const float* r1 = r0 + hw;                            // (o, i, j = 1)
+          float* orow = out_b + o * hw * 4 + (2 * yy + i) * W2;
+#pragma omp simd
+          for (int64_t xx = 0; xx < W; ++xx) {
+            orow[2 * xx] = activate(r0[xx] + bo, p.relu);
+            orow[2 * xx + 1] = activate(r1[xx] + bo, p.relu);
+          }
+        }
+      }
+    }
+  }
+  return MX_SUCCESS;
+}
+
+}  // namespace
+
+REGISTER_OP(sdu_deconv2x2)
+    .setParseAttrs(parse_attrs)
+    .setInferType(infer_type)
+    .setInferShape(infer_shape)
+    .setForward(forward, "cpu");
