@@ -33,9 +33,9 @@ def parse_args(argv=None):
                         "CPU; loaders must mx.library.load('symbols/ext/libsdu_ops.so') first")
     p.add_argument("--fold-bn", action="store_true", help="also write OUT-folded: BatchNorm folded into convs")
     p.add_argument("--winograd", action="store_true",
-                   help="also write OUT-winograd: BN folded, dense 3x3 convolutions as Winograd (sdu_wino_conv) and "
-                        "depthwise ones as sdu_dw_conv; fp32, the fastest fp32 CPU graph; inference only; needs "
-                        "symbols/ext/libsdu_ops.so")
+                   help="also write OUT-winograd, the fastest fp32 CPU graph: BN folded, dense 3x3 convolutions as "
+                        "Winograd (sdu_wino_conv), depthwise ones as sdu_dw_conv, 2x2 deconvolutions as "
+                        "sdu_deconv2x2; inference only; needs symbols/ext/libsdu_ops.so")
     p.add_argument("--mkldnn", action="store_true", help="also write OUT-mkldnn: MKLDNN-fused graph (CPU only)")
     p.add_argument("--int8", action="store_true", help="also write OUT-int8: MKLDNN INT8 quantised graph")
     p.add_argument("--int8-dcn-fp32", action="store_true",
@@ -103,7 +103,8 @@ def main(argv=None) -> int:
             ex.save_deploy(args.out + "-winograd", wsym, warg, waux)
             written["winograd"] = (args.out + "-winograd", wsym, warg, waux)
             print(f"wrote {args.out}-winograd: {n['sdu_wino_conv']} 3x3 convolutions as Winograd, "
-                  f"{n['sdu_dw_conv']} depthwise ones as plain-layout stencils (needs symbols/ext/libsdu_ops.so)")
+                  f"{n['sdu_dw_conv']} depthwise ones as plain-layout stencils, {n['sdu_deconv2x2']} deconvolutions "
+                  "as GEMMs (needs symbols/ext/libsdu_ops.so)")
         if args.mkldnn:
             msym = ex.mkldnn_graph(fsym)
             ex.save_deploy(args.out + "-mkldnn", msym, farg, faux)
