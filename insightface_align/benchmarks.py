@@ -105,7 +105,7 @@ def _fractional_offsets(args: dict, seed: int = 0) -> dict:
 def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
     """name -> (symbol, args, aux): sdu-2d with stock operators (native or portable DCN,
     standard means) and with the compiled CPU operators (fast DCN, fused means; also BN
-    folded, Winograd/depthwise 3x3 convolutions and INT8), and hourglass2-resnet. The
+    folded, the --winograd graph and INT8), and hourglass2-resnet. The
     fast/portable graphs are the export's (tap GEMM weights frozen into parameters)."""
     from symbols.network import get_symbol
 
@@ -131,7 +131,7 @@ def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
                 "sdu-2d portable DCN (stock ops)": portable,
                 "sdu-2d cpu ops (fast DCN, fused means)": fast,
                 "sdu-2d cpu ops + BN folded": folded,
-                "sdu-2d cpu ops + BN folded + Winograd/depthwise": fast_cpu_convolutions(*folded)[:3],
+                "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": fast_cpu_convolutions(*folded)[:3],
                 "sdu-2d INT8 (cpu ops, folded)": quantize_int8(*folded, calib_images, batch_size=8)}
     hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
     variants["hourglass2-resnet"] = (hg,) + init(hg)

@@ -355,7 +355,7 @@ def _fold_bn_into(bn: dict, arg: dict, aux: dict, w_name: str, bias_name: str, o
 
 def fastest_cpu_graph(sym, arg: dict, aux: dict, input_size: int = 128) -> tuple:
     """The fastest fp32 CPU inference graph of any heatmap graph: deformable tap weights
-    frozen, BatchNorms folded, 3x3 convolutions on the Winograd/depthwise operators
+    frozen, BatchNorms folded, convolutions on the Winograd/depthwise/deconvolution operators
     (what `tools/export.py --winograd` writes). Returns (symbol, arg_params, aux_params)."""
     sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux, data_shape=(1, 3, input_size, input_size))
     sym, arg, aux, _ = fold_batchnorm(sym, dict(arg), dict(aux))

@@ -97,7 +97,7 @@ class HeatmapModel:
             from .export import fastest_cpu_graph
 
             if ext.on_gpu(ctx):
-                raise DataError("--winograd", "the Winograd/depthwise operators run on the CPU only "
+                raise DataError("--winograd", "the Winograd, depthwise and deconvolution operators run on the CPU only "
                                               "(on GPUs cuDNN picks its own convolution algorithms)")
             needed = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
             sym, arg, aux = fastest_cpu_graph(sym, {k: v for k, v in arg.items() if k in needed},

@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="heatmap decoder")
     p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
     p.add_argument("--winograd", action="store_true",
-                   help="CPU: run the fastest fp32 graph (BN folded, Winograd/depthwise 3x3 convolutions; ~1.2x "
+                   help="CPU: run the fastest fp32 graph (the --winograd export's; ~1.3x "
                         "faster, NME equal to 3 decimals on the synthetic set); default: the exact graph")
     p.add_argument("--threshold", type=float, default=0.10, help="failure / AUC threshold (fraction)")
     p.add_argument("--out", default=None, help="folder for the CSV/JSON/PNG outputs (default: no files)")
