@@ -126,6 +126,7 @@ def test_int8_export_close_to_fp32(plain_ckpt):
     images = _images(16)
     qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images, batch_size=8)
     assert any("quantize" in n["op"] for n in json.loads(qsym.tojson())["nodes"])
+    assert '"op": "sdu_' not in qsym.tojson()  # a stock graph stays loadable without libsdu_ops.so
     fp32 = HeatmapModel(fsym, farg, faux, batch_size=2)(images[:2])
     int8 = HeatmapModel(qsym, qarg, qaux, batch_size=2)(images[:2])
     assert np.linalg.norm(int8 - fp32) / np.linalg.norm(fp32) < 0.1
@@ -166,6 +167,10 @@ def test_int8_quantises_the_deformable_gemms(dcn_ckpt):
     # The units' GEMMs write INT8 tables with a calibrated range, read by the int8 unit.
     units = [n for n in nodes if n["op"] == "sdu_deform_unit_int8"]
     assert len(units) == 5 and not any(n["op"] == "sdu_deform_unit" for n in nodes)
+    # The up-sampling deconvolutions run as the plain-layout GEMM with their BN folded.
+    assert sum(n["op"] == "sdu_deconv2x2" for n in nodes) == len([n for n in json.loads(fsym.tojson())["nodes"]
+                                                                 if n["op"] == "Deconvolution"]) > 0
+    assert not any(n["op"] == "Deconvolution" for n in nodes)
     for unit in units:
         fc = nodes[unit["inputs"][0][0]]["attrs"]
         assert "enable_float_output" not in fc and float(fc["min_calib_range"]) < 0 < float(fc["max_calib_range"])
