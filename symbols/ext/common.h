@@ -72,6 +72,57 @@ inline std::unique_ptr<T[]> scratch(size_t n) {
   return std::unique_ptr<T[]>(new T[n]);
 }
 
+// ---- Inference layers (data, weight, bias) -> output, float32: sdu_wino_conv,
+// sdu_dw_conv and sdu_deconv2x2 share their attribute, type and parameter-shape rules.
+
+// The act_type attribute: 'relu' or 'none' (the default).
+inline mxnet::ext::MXReturnValue relu_attr(const Attrs& attrs, const char* op, bool* relu) {
+  auto act = attrs.find("act_type");
+  if (act != attrs.end() && act->second != "relu" && act->second != "none") {
+    MX_ERROR_MSG << op << ": act_type must be 'relu' or 'none', got '" << act->second << "'";
+    return mxnet::ext::MX_FAIL;
+  }
+  *relu = act != attrs.end() && act->second == "relu";
+  return mxnet::ext::MX_SUCCESS;
+}
+
+inline mxnet::ext::MXReturnValue infer_float32(const char* op, std::vector<int>* in, std::vector<int>* out) {
+  for (int& t : *in) {
+    if (t >= 0 && t != mxnet::ext::kFloat32) {
+      MX_ERROR_MSG << op << " supports float32 only";
+      return mxnet::ext::MX_FAIL;
+    }
+    t = mxnet::ext::kFloat32;
+  }
+  (*out)[0] = mxnet::ext::kFloat32;
+  return mxnet::ext::MX_SUCCESS;
+}
+
+// Checks data (B, C, H, W), then fills unknown weight/bias shapes with the expected ones
+// and checks known ones; the forms name the layouts in errors, e.g. "(C, 1, 3, 3)", "(C,)".
+inline mxnet::ext::MXReturnValue layer_shapes(const char* op, std::vector<std::vector<unsigned int>>* in,
+                                              const std::vector<unsigned int>& weight, const char* weight_form,
+                                              unsigned int bias, const char* bias_form) {
+  if ((*in)[0].size() != 4) {
+    MX_ERROR_MSG << op << ": data must be (B, C, H, W)";
+    return mxnet::ext::MX_FAIL;
+  }
+  auto& w = (*in)[1];
+  auto& b = (*in)[2];
+  if (w.empty()) w = weight;
+  if (b.empty()) b = {bias};
+  if (w != weight) {
+    MX_ERROR_MSG << op << ": weight must be " << weight_form << " = (" << weight[0] << ", " << weight[1] << ", "
+                 << weight[2] << ", " << weight[3] << ")";
+    return mxnet::ext::MX_FAIL;
+  }
+  if (b.size() != 1 || b[0] != bias) {
+    MX_ERROR_MSG << op << ": bias must be " << bias_form << " = (" << bias << ",)";
+    return mxnet::ext::MX_FAIL;
+  }
+  return mxnet::ext::MX_SUCCESS;
+}
+
 }  // namespace sdu
 
 #endif  // SDU_EXT_COMMON_H_

@@ -25,55 +25,23 @@ using sdu::Attrs;
 
 constexpr const char* kOp = "sdu_dw_conv";
 
-MXReturnValue read_relu(const Attrs& attrs, bool* relu) {
-  auto act = attrs.find("act_type");
-  if (act != attrs.end() && act->second != "relu" && act->second != "none") {
-    MX_ERROR_MSG << kOp << ": act_type must be 'relu' or 'none', got '" << act->second << "'";
-    return MX_FAIL;
-  }
-  *relu = act != attrs.end() && act->second == "relu";
-  return MX_SUCCESS;
-}
-
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   bool relu = false;
-  if (read_relu(attrs, &relu) != MX_SUCCESS) return MX_FAIL;
+  if (sdu::relu_attr(attrs, kOp, &relu) != MX_SUCCESS) return MX_FAIL;
   *num_in = 3;  // data, weight, bias
   *num_out = 1;
   return MX_SUCCESS;
 }
 
 MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  for (int& t : *in) {
-    if (t >= 0 && t != kFloat32) {
-      MX_ERROR_MSG << kOp << " supports float32 only";
-      return MX_FAIL;
-    }
-    t = kFloat32;
-  }
-  (*out)[0] = kFloat32;
-  return MX_SUCCESS;
+  return sdu::infer_float32(kOp, in, out);
 }
 
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
                           std::vector<std::vector<unsigned int>>* out) {
   const auto& d = (*in)[0];
-  if (d.size() != 4) {
-    MX_ERROR_MSG << kOp << ": data must be (B, C, H, W)";
-    return MX_FAIL;
-  }
-  auto& w = (*in)[1];
-  auto& b = (*in)[2];
-  if (w.empty()) w = {d[1], 1, 3, 3};
-  if (b.empty()) b = {d[1]};
-  if (w.size() != 4 || w[0] != d[1] || w[1] != 1 || w[2] != 3 || w[3] != 3) {
-    MX_ERROR_MSG << kOp << ": weight must be (C, 1, 3, 3) = (" << d[1] << ", 1, 3, 3)";
-    return MX_FAIL;
-  }
-  if (b.size() != 1 || b[0] != d[1]) {
-    MX_ERROR_MSG << kOp << ": bias must be (C,) = (" << d[1] << ",)";
-    return MX_FAIL;
-  }
+  const unsigned int C = d.size() == 4 ? d[1] : 0;
+  if (sdu::layer_shapes(kOp, in, {C, 1, 3, 3}, "(C, 1, 3, 3)", C, "(C,)") != MX_SUCCESS) return MX_FAIL;
   (*out)[0] = d;
   return MX_SUCCESS;
 }
@@ -96,7 +64,7 @@ inline float edge_value(const float* r0, const float* r1, const float* r2, const
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                       const OpResource& res) {
   bool relu = false;
-  if (read_relu(attrs, &relu) != MX_SUCCESS) return MX_FAIL;
+  if (sdu::relu_attr(attrs, kOp, &relu) != MX_SUCCESS) return MX_FAIL;
   MXTensor& x = (*in)[0];
   const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
   const float* data = x.data<float>();

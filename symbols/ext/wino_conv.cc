@@ -45,12 +45,7 @@ MXReturnValue read_params(const Attrs& attrs, Params* p) {
     MX_ERROR_MSG << kOp << ": num_filter must be a positive integer";
     return MX_FAIL;
   }
-  auto act = attrs.find("act_type");
-  if (act != attrs.end() && act->second != "relu" && act->second != "none") {
-    MX_ERROR_MSG << kOp << ": act_type must be 'relu' or 'none', got '" << act->second << "'";
-    return MX_FAIL;
-  }
-  p->relu = act != attrs.end() && act->second == "relu";
+  if (sdu::relu_attr(attrs, kOp, &p->relu) != MX_SUCCESS) return MX_FAIL;
   auto alg = attrs.find("algorithm");
   if (alg != attrs.end() && alg->second != "winograd" && alg->second != "direct") {
     MX_ERROR_MSG << kOp << ": algorithm must be 'winograd' or 'direct', got '" << alg->second << "'";
@@ -69,15 +64,7 @@ MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
 }
 
 MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  for (int& t : *in) {
-    if (t >= 0 && t != kFloat32) {
-      MX_ERROR_MSG << kOp << " supports float32 only";
-      return MX_FAIL;
-    }
-    t = kFloat32;
-  }
-  (*out)[0] = kFloat32;
-  return MX_SUCCESS;
+  return sdu::infer_float32(kOp, in, out);
 }
 
 MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
@@ -85,23 +72,9 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
   Params p;
   if (read_params(attrs, &p) != MX_SUCCESS) return MX_FAIL;
   const auto& d = (*in)[0];
-  if (d.size() != 4) {
-    MX_ERROR_MSG << kOp << ": data must be (B, C, H, W)";
+  const unsigned int O = static_cast<unsigned int>(p.num_filter), C = d.size() == 4 ? d[1] : 0;
+  if (sdu::layer_shapes(kOp, in, {O, C, 3, 3}, "(num_filter, C, 3, 3)", O, "(num_filter,)") != MX_SUCCESS)
     return MX_FAIL;
-  }
-  const unsigned int O = static_cast<unsigned int>(p.num_filter);
-  auto& w = (*in)[1];
-  auto& b = (*in)[2];
-  if (w.empty()) w = {O, d[1], 3, 3};
-  if (b.empty()) b = {O};
-  if (w.size() != 4 || w[0] != O || w[1] != d[1] || w[2] != 3 || w[3] != 3) {
-    MX_ERROR_MSG << kOp << ": weight must be (num_filter, C, 3, 3) = (" << O << ", " << d[1] << ", 3, 3)";
-    return MX_FAIL;
-  }
-  if (b.size() != 1 || b[0] != O) {
-    MX_ERROR_MSG << kOp << ": bias must be (num_filter,) = (" << O << ",)";
-    return MX_FAIL;
-  }
   (*out)[0] = {d[0], O, d[2], d[3]};
   return MX_SUCCESS;
 }
