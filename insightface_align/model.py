@@ -77,7 +77,7 @@ class HeatmapModel:
              winograd: bool = False) -> "HeatmapModel":
         """Our checkpoints are rebuilt from their stored NetConfig with the operators that
         suit ctx (compiled CPU ones on CPU, MXNet's on GPU); others load their saved graph.
-        winograd=True (CPU only) runs export.fastest_cpu_graph on it: ~1.2x faster, with
+        winograd=True (CPU only) runs export.fastest_cpu_graph on it: ~1.3x faster, with
         Winograd's different rounding (~1e-6 relative per layer)."""
         net = checkpoint_network(prefix, epoch)
         if net is not None:
