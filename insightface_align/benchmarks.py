@@ -189,7 +189,8 @@ def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, ca
 
 def infer_table(summary: dict) -> str:
     lines = [f"MXNet engine: {summary.get('engine', '?')}", "",
-             f"| model | latency s/face (batch 1) | x cpu ops | cold-cache latency | faces/s (batch {summary['big_batch']}) |",
+             "| model | latency s/face (batch 1) | x cpu ops | cold-cache latency | "
+             f"faces/s (batch {summary['big_batch']}) |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for name, row in summary["variants"].items():
         lines.append(f"| {name} | {row['latency_s']:.3f} | {row['latency_vs_fast']:.2f} | "

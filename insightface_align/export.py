@@ -277,11 +277,12 @@ def fast_cpu_convolutions(sym, arg: dict, aux: dict, only: tuple | None = None) 
     - 2x2 stride-2 deconvolutions -> sdu_deconv2x2 (one GEMM per image on the plain
       layout, again without reorders); a BatchNorm that is a deconvolution's only
       consumer is folded into it (exact, as fold_batchnorm).
-    Others (the RGB stem, 1x1s) stay MXNet's: as a GEMM on the plain layout the 1x1s made
-    the next oneDNN operators slower (a 128x128 pooling went from 0.3 to 13 ms). A ReLU that is the layer's (or its folded BN's)
-    only consumer is fused into it; a missing bias becomes a zero parameter. Not
-    bit-identical (Winograd rounds differently, ~1e-6 relative per layer; the export's
-    NME check measures the end result). Inference only: the operators have no backward.
+    Others (the RGB stem, 1x1s) stay MXNet's: as a GEMM on the plain layout the 1x1s
+    made the next oneDNN operators slower (a 128x128 pooling went from 0.3 to 13 ms).
+    A ReLU that is the layer's (or its folded BN's) only consumer is fused into it; a
+    missing bias becomes a zero parameter. Not bit-identical (Winograd rounds
+    differently, ~1e-6 relative per layer; the export's NME check measures the end result).
+    Inference only: the operators have no backward.
     Run it after fold_batchnorm. `only` limits it to some of the three operators.
     Returns (symbol, arg_params, aux_params, {operator: count}).
     """
