@@ -16,6 +16,7 @@ import json
 import mxnet as mx
 import numpy as np
 
+from symbols import ext
 from symbols.config import NetConfig
 from symbols.network import get_symbol
 
@@ -387,7 +388,7 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
     sym, arg, aux, _ = freeze_tap_weights(sym, arg, aux, data_shape=(1,) + tuple(calib_images.shape[1:]))
-    if plain_deconvs and '"op": "sdu_' in sym.tojson():
+    if plain_deconvs and ext.used_by(sym.tojson()):
         sym, arg, aux, _ = fast_cpu_convolutions(sym, arg, aux, only=("sdu_deconv2x2",))
     n = len(calib_images) - len(calib_images) % batch_size
     it = mx.io.NDArrayIter(data=calib_images[:n].astype(np.float32), batch_size=batch_size, label_name=None)

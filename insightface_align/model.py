@@ -32,11 +32,11 @@ def contexts_from_string(spec: str) -> list:
 def _load_project_ops(path: str) -> None:
     """Graphs using this project's compiled operators (fast DCN, fused means) need the
     library registered before MXNet can parse them."""
-    with open(path, "rb") as handle:
-        uses_ext = b'"op": "sdu_' in handle.read()
-    if uses_ext:
-        from symbols import ext
+    from symbols import ext
 
+    with open(path, "r", encoding="utf-8", errors="replace") as handle:
+        uses_ext = ext.used_by(handle.read())
+    if uses_ext:
         try:
             ext.load()
         except ext.ExtensionError as exc:

@@ -111,6 +111,12 @@ def available(library: str = LIBRARY) -> bool:
     return os.path.abspath(library) in _loaded or not is_stale(library)
 
 
+def used_by(symbol_json: str) -> bool:
+    """Whether a symbol's JSON (sym.tojson() or a -symbol.json file's text) calls this
+    library's operators, so it needs the library loaded to parse and run."""
+    return '"op": "sdu_' in symbol_json
+
+
 def on_gpu(ctx) -> bool:
     """Whether ctx (an mx.Context, a list of them, or None for the CPU) includes a GPU."""
     contexts = ctx if isinstance(ctx, (list, tuple)) else [ctx]
