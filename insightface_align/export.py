@@ -439,18 +439,24 @@ def int8_unit_tables(qsym, sym, arg: dict, aux: dict, images: np.ndarray, batch_
     GEMM was not quantised (quantize_taps=False) are left as they are.
     Returns (symbol, number of units switched).
     """
-    ranges = _unit_table_ranges(sym, arg, aux, images, batch_size)
     graph = json.loads(qsym.tojson())
     nodes = graph["nodes"]
+
+    def quantised_gemm(unit: dict) -> bool:
+        fc = nodes[unit["inputs"][0][0]]
+        return (fc["op"] == "_sg_mkldnn_fully_connected"
+                and fc.get("attrs", {}).get("enable_float_output") == "True")
+
+    units = [n for n in nodes if n["op"] == "sdu_deform_unit" and quantised_gemm(n)]
+    if not units:  # nothing to switch: spare the calibration pass
+        return qsym, 0
+    ranges = _unit_table_ranges(sym, arg, aux, images, batch_size)
     switched = 0
-    for node in nodes:
-        if node["op"] != "sdu_deform_unit" or node["name"] not in ranges:
+    for node in units:
+        if node["name"] not in ranges:
             continue
         fc_index = node["inputs"][0][0]
-        fc = nodes[fc_index]
-        attrs = fc.get("attrs", {})
-        if fc["op"] != "_sg_mkldnn_fully_connected" or attrs.get("enable_float_output") != "True":
-            continue
+        attrs = nodes[fc_index]["attrs"]
         lo, hi = ranges[node["name"]]
         del attrs["enable_float_output"]
         attrs["min_calib_range"], attrs["max_calib_range"] = repr(float(lo)), repr(float(hi))
