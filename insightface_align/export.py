@@ -371,19 +371,19 @@ def mkldnn_graph(sym):
 
 
 def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_size: int = 16,
-                  exclude_first_conv: bool = True, quantize_taps: bool = True, int8_tables: bool = True,
+                  exclude_first_conv: bool = True, quantize_taps: bool = True, int8_compiled: bool = True,
                   plain_deconvs: bool = True) -> tuple:
     """INT8 graph by MXNet's MKLDNN quantisation, calibrated ('naive' min/max) on calib_images.
 
     The deformable units' tap GEMMs are frozen first (freeze_tap_weights) so they
     quantise like the convolutions (quantize_taps=False keeps them fp32, at ~1.4x the
-    INT8 latency). What MXNet cannot quantise stays fp32: the native deformable
-    convolution, bilinear sampling, this project's compiled operators (the deformable
-    blends, the node means) and the deconvolutions. With int8_tables the quantised tap
-    GEMMs also write their tables in INT8 for the fast units (int8_unit_tables). With
-    plain_deconvs, graphs that already use the compiled operators get the up-sampling
-    deconvolutions as sdu_deconv2x2 (fp32, BN folded; 0.171 -> 0.163 s measured), which
-    spares the layout reorders between them and the node means; stock graphs stay stock.
+    INT8 latency). MXNet cannot quantise the native deformable convolution, bilinear
+    sampling, this project's compiled operators or deconvolutions. With plain_deconvs,
+    graphs that already use the compiled operators get the up-sampling deconvolutions
+    as sdu_deconv2x2 (BN folded; stock graphs stay stock), and with int8_compiled
+    (int8_compiled_ops) the fast units and those deconvolutions then run as this
+    project's INT8 operators (0.158 -> 0.137 s per face measured side by side). The
+    node means stay fp32.
     """
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
@@ -400,72 +400,120 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
                                              excluded_sym_names=excluded, calib_mode="naive", calib_data=it,
                                              num_calib_examples=n, quantized_dtype="auto",
                                              label_names=None, logger=None)
-    if int8_tables:
-        qsym, _ = int8_unit_tables(qsym, sym, arg, aux, calib_images[:n], batch_size)
+    if int8_compiled:
+        qsym, qarg, _ = int8_compiled_ops(qsym, qarg, sym, arg, aux, calib_images[:n], batch_size)
     return qsym, qarg, qaux
 
 
-def _unit_table_ranges(sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int) -> dict:
-    """unit name -> (min, max) of its fp32 tap table over images (the INT8 table's calibration)."""
-    graph = json.loads(sym.tojson())
-    nodes = graph["nodes"]
+def _calibrated_ranges(sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int, entries: dict) -> dict:
+    """key -> (min, max) over images of the fp32 graph's output `index` of node `name`, for
+    entries {key: (name, index) or a symbol on sym's internals}: the 'naive' calibration of
+    what MXNet's quantiser cannot see."""
+    if not entries:
+        return {}
     internals = sym.get_internals()
     outputs = internals.list_outputs()
-    units = [(n["name"], _output_index(outputs, nodes[n["inputs"][0][0]]["name"], n["inputs"][0][1]))
-             for n in nodes if n["op"] == "sdu_deform_unit"]
-    if not units:
-        return {}
-    group = mx.sym.Group([internals[index] for _, index in units])
+    keys = list(entries)
+    group = mx.sym.Group([entries[k] if isinstance(entries[k], mx.sym.Symbol)
+                          else internals[_output_index(outputs, *entries[k])] for k in keys])
     mod = mx.mod.Module(group, data_names=["data"], label_names=None)
     mod.bind(data_shapes=[("data", (batch_size,) + tuple(images.shape[1:]))], for_training=False)
     mod.set_params(arg, aux, allow_missing=False, allow_extra=True)
-    lo, hi = np.full(len(units), np.inf), np.full(len(units), -np.inf)
+    lo, hi = np.full(len(keys), np.inf), np.full(len(keys), -np.inf)
     for start in range(0, len(images) - batch_size + 1, batch_size):
         mod.forward(mx.io.DataBatch([mx.nd.array(images[start:start + batch_size])]), is_train=False)
         for i, out in enumerate(mod.get_outputs()):
             lo[i] = min(lo[i], float(out.min().asscalar()))
             hi[i] = max(hi[i], float(out.max().asscalar()))
-    return {name: (lo[i], hi[i]) for i, (name, _) in enumerate(units)}
+    return {k: (lo[i], hi[i]) for i, k in enumerate(keys)}
 
 
-def int8_unit_tables(qsym, sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int) -> tuple:
-    """Make each quantised tap GEMM of a fast deformable unit write an INT8 table.
+def int8_compiled_ops(qsym, qarg: dict, sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int) -> tuple:
+    """Give the compiled operators of an INT8 graph their INT8 forms (MXNet cannot quantise them).
 
-    MXNet's quantiser leaves the GEMM's output in fp32 (enable_float_output), because the
-    unit operator that reads it is not MXNet's. Here the GEMM gets the table's range,
-    calibrated on the fp32 graph `sym` over images, so it requantises to int8 itself, and
-    the unit becomes sdu_deform_unit_int8, which reads that table: a quarter of the
-    bytes (a full-width unit's 40 MB table becomes 10 MB and stays in cache). Units whose
-    GEMM was not quantised (quantize_taps=False) are left as they are.
-    Returns (symbol, number of units switched).
+    - Each fast deformable unit whose tap GEMM MXNet quantised (transpose -> quantize ->
+      quantised FullyConnected with one weight range -> sdu_deform_unit) becomes one
+      sdu_deform_unit_q: it quantises the NCHW input over the range MXNet calibrated
+      for it, runs oneDNN's INT8 matmul with per-column weight scales, writes an INT8
+      table (tap and offset columns each over their own range) and blends it.
+    - Each sdu_deconv2x2 becomes sdu_deconv2x2_q (its input quantised, an INT8 GEMM).
+    The new ranges are calibrated here on the fp32 graph `sym` over images. Units whose
+    GEMM stayed fp32 (quantize_taps=False) are left alone.
+    Returns (symbol, arg_params, {operator: count}).
     """
     graph = json.loads(qsym.tojson())
     nodes = graph["nodes"]
 
-    def quantised_gemm(unit: dict) -> bool:
-        fc = nodes[unit["inputs"][0][0]]
-        return (fc["op"] == "_sg_mkldnn_fully_connected"
-                and fc.get("attrs", {}).get("enable_float_output") == "True")
+    def producer(node: dict, op: str, index: int = 0):
+        src = nodes[node["inputs"][index][0]]
+        return src if src["op"] == op else None
 
-    units = [n for n in nodes if n["op"] == "sdu_deform_unit" and quantised_gemm(n)]
-    if not units:  # nothing to switch: spare the calibration pass
-        return qsym, 0
-    ranges = _unit_table_ranges(sym, arg, aux, images, batch_size)
-    switched = 0
-    for node in units:
-        if node["name"] not in ranges:
+    units, deconvs = [], [i for i, n in enumerate(nodes) if n["op"] == "sdu_deconv2x2"]
+    for i, node in enumerate(nodes):
+        if node["op"] != "sdu_deform_unit":
             continue
-        fc_index = node["inputs"][0][0]
-        attrs = nodes[fc_index]["attrs"]
-        lo, hi = ranges[node["name"]]
-        del attrs["enable_float_output"]
-        attrs["min_calib_range"], attrs["max_calib_range"] = repr(float(lo)), repr(float(hi))
-        node["op"] = "sdu_deform_unit_int8"
-        node["inputs"] = [[fc_index, 0, 0], [fc_index, 1, 0], [fc_index, 2, 0]] + node["inputs"][1:]
-        switched += 1
-    if not switched:
-        return qsym, 0
-    return mx.sym.load_json(json.dumps(graph)), switched
+        fc = producer(node, "_sg_mkldnn_fully_connected")
+        qv2 = fc and producer(fc, "_contrib_quantize_v2")
+        tr = qv2 and producer(qv2, "transpose")
+        if tr is None or tr.get("attrs", {}).get("axes") != "(0, 2, 3, 1)":
+            continue
+        weight = next((nodes[s]["name"][:-len("_quantize")] for s, _, _ in fc["inputs"]
+                       if nodes[s]["op"] == "null" and nodes[s]["name"].endswith("_weight_quantize")), None)
+        if weight in arg:
+            units.append((i, tr, qv2, weight))
+    counts = {"sdu_deform_unit_q": len(units), "sdu_deconv2x2_q": len(deconvs)}
+    if not units and not deconvs:
+        return qsym, qarg, counts
+    # What to calibrate, on the fp32 graph (nodes keep their names through quantisation).
+    internals = sym.get_internals()
+    outputs = internals.list_outputs()
+    fp32_nodes = json.loads(sym.tojson())["nodes"]
+    first_input = {n["name"]: n["inputs"][0] for n in fp32_nodes if n["op"] in ("sdu_deform_unit", "sdu_deconv2x2")}
+
+    def fp32_input(i: int):
+        src, index, _ = first_input[nodes[i]["name"]]
+        return internals[_output_index(outputs, fp32_nodes[src]["name"], index)]
+
+    entries = {}
+    for i, _, _, _ in units:
+        entries[(i, "offsets")] = mx.sym.slice_axis(fp32_input(i), axis=3, begin=0, end=162)
+        entries[(i, "taps")] = mx.sym.slice_axis(fp32_input(i), axis=3, begin=162, end=None)
+    for i in deconvs:
+        entries[(i, "data")] = fp32_input(i)
+    ranges = _calibrated_ranges(sym, arg, aux, images, batch_size, entries)
+
+    def absmax(key) -> str:
+        return repr(max(max(map(abs, ranges[key])), 1e-6))
+
+    qarg = dict(qarg)
+    for i, tr, qv2, weight in units:
+        node = nodes[i]
+        node["op"] = "sdu_deform_unit_q"
+        node["attrs"] = dict(node.get("attrs", {}), num_filter=str((arg[weight].shape[0] - 162) // 9),
+                             data_min=qv2["attrs"]["min_calib_range"], data_max=qv2["attrs"]["max_calib_range"],
+                             table_range=absmax((i, "taps")), offset_range=absmax((i, "offsets")))
+        nodes.append({"op": "null", "name": weight, "inputs": []})
+        qarg[weight] = arg[weight]
+        node["inputs"] = [tr["inputs"][0], [len(nodes) - 1, 0, 0]] + node["inputs"][1:]
+    for i in deconvs:
+        lo, hi = ranges[(i, "data")]
+        nodes[i]["op"] = "sdu_deconv2x2_q"
+        nodes[i]["attrs"] = dict(nodes[i]["attrs"], data_min=repr(float(lo)), data_max=repr(float(hi)))
+    new_sym = _prune(graph)
+    used = set(new_sym.list_arguments())
+    return new_sym, {k: v for k, v in qarg.items() if k in used}, counts
+
+
+def _prune(graph: dict):
+    """The symbol of `graph` without nodes that no longer feed its outputs."""
+    nodes = graph["nodes"]
+    live, stack = set(), [h[0] for h in graph["heads"]]
+    while stack:
+        i = stack.pop()
+        if i not in live:
+            live.add(i)
+            stack.extend(s for s, _, _ in nodes[i]["inputs"])
+    return _rebuild(graph, {}, {i for i in range(len(nodes)) if i not in live})
 
 
 def export_onnx(sym, arg: dict, aux: dict, path: str, input_size: int = 128) -> str:

@@ -160,35 +160,42 @@ def test_int8_quantises_the_deformable_gemms(dcn_ckpt):
     sym, arg, aux = ex.deploy_graph(*dcn_ckpt, cpu_ops=True)
     fsym, farg, faux, _ = ex.fold_batchnorm(sym, dict(arg), dict(aux))
     images = _images(16)
+    deconvs = len([n for n in json.loads(fsym.tojson())["nodes"] if n["op"] == "Deconvolution"])
     qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images, batch_size=8)
     nodes = json.loads(qsym.tojson())["nodes"]
+    # Each fast unit is one INT8 operator: MXNet's transpose, quantize and GEMM are gone.
+    units = [n for n in nodes if n["op"] == "sdu_deform_unit_q"]
+    assert len(units) == 5 and not any(n["op"] in ("sdu_deform_unit", "transpose") or "fully_connected" in n["op"]
+                                       for n in nodes)
+    for unit in units:
+        a = {k: float(v) for k, v in unit["attrs"].items() if k in ("data_min", "data_max", "table_range",
+                                                                    "offset_range", "num_filter")}
+        assert a["data_min"] < a["data_max"] and a["table_range"] > 0 and a["offset_range"] > 0
+        weight = qarg[nodes[unit["inputs"][1][0]]["name"]]
+        assert weight.dtype == np.float32 and weight.shape[0] == 162 + 9 * int(a["num_filter"])
+    assert not any(k.endswith("_quantize") for k in qarg)  # MXNet's int8 copies of the tap weights went
+    # The up-sampling deconvolutions (BN folded) run as INT8 GEMMs with a calibrated input range.
+    ups = [n for n in nodes if n["op"] == "sdu_deconv2x2_q"]
+    assert len(ups) == deconvs > 0 and not any(n["op"] in ("Deconvolution", "sdu_deconv2x2") for n in nodes)
+    assert all(float(n["attrs"]["data_min"]) < float(n["attrs"]["data_max"]) for n in ups)
+    floats = ex.quantize_int8(fsym, farg, faux, images, batch_size=8, int8_compiled=False)
+    nodes = json.loads(floats[0].tojson())["nodes"]
     gemms = [n for n in nodes if "fully_connected" in n["op"]]
     assert len(gemms) == 5 and all(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
-    # The units' GEMMs write INT8 tables with a calibrated range, read by the int8 unit.
-    units = [n for n in nodes if n["op"] == "sdu_deform_unit_int8"]
-    assert len(units) == 5 and not any(n["op"] == "sdu_deform_unit" for n in nodes)
-    # The up-sampling deconvolutions run as the plain-layout GEMM with their BN folded.
-    assert sum(n["op"] == "sdu_deconv2x2" for n in nodes) == len([n for n in json.loads(fsym.tojson())["nodes"]
-                                                                 if n["op"] == "Deconvolution"]) > 0
-    assert not any(n["op"] == "Deconvolution" for n in nodes)
-    for unit in units:
-        fc = nodes[unit["inputs"][0][0]]["attrs"]
-        assert "enable_float_output" not in fc and float(fc["min_calib_range"]) < 0 < float(fc["max_calib_range"])
-        assert [i[:2] for i in unit["inputs"][:3]] == [[unit["inputs"][0][0], k] for k in range(3)]
-    floats = ex.quantize_int8(fsym, farg, faux, images, batch_size=8, int8_tables=False)
-    assert sum(n["op"] == "sdu_deform_unit" for n in json.loads(floats[0].tojson())["nodes"]) == 5
+    assert sum(n["op"] == "sdu_deform_unit" for n in nodes) == 5
+    assert sum(n["op"] == "sdu_deconv2x2" for n in nodes) == deconvs
     kept = ex.quantize_int8(fsym, farg, faux, images, batch_size=8, quantize_taps=False)
     nodes = json.loads(kept[0].tojson())["nodes"]
     gemms = [n for n in nodes if "fully_connected" in n["op"]]
     assert len(gemms) == 5 and not any(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
-    assert sum(n["op"] == "sdu_deform_unit" for n in nodes) == 5  # fp32 GEMMs keep fp32 tables
+    assert sum(n["op"] == "sdu_deform_unit" for n in nodes) == 5  # fp32 GEMMs keep fp32 units
     # A 2-step model on random images has a large INT8 error either way (0.3-0.5 measured);
     # broken scales would give ~1 or more. Accuracy on a trained model: README "Export".
     fp32 = HeatmapModel(fsym, farg, faux, batch_size=2)(images[:2])
     errors = [np.linalg.norm(HeatmapModel(*q, batch_size=2)(images[:2]) - fp32) / np.linalg.norm(fp32)
               for q in ((qsym, qarg, qaux), floats, kept)]
     assert max(errors) < 0.75
-    assert errors[0] < errors[1] * 1.5 + 0.02  # INT8 tables add little to the INT8 GEMMs' own error
+    assert errors[0] < errors[1] * 1.5 + 0.02  # the INT8 operators add little to MXNet's own INT8 error
 
 
 def test_deconvolutions_keep_their_batchnorm(dcn_ckpt):
@@ -268,7 +275,10 @@ def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys,
         assert (tmp_path / f"m{form}-symbol.json").exists() and (tmp_path / f"m{form}-0000.params").exists()
     nodes = json.loads((tmp_path / "m-int8-symbol.json").read_text())["nodes"]
     gemms = [n for n in nodes if "fully_connected" in n["op"]]
-    assert len(gemms) == 5 and all((n.get("attrs", {}).get("quantized") == "True") != dcn_fp32 for n in gemms)
+    if dcn_fp32:  # the units' GEMMs stay MXNet's, in fp32
+        assert len(gemms) == 5 and not any(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
+    else:  # each unit, GEMM included, is one INT8 operator
+        assert not gemms and sum(n["op"] == "sdu_deform_unit_q" for n in nodes) == 5
     rows = json.loads((tmp_path / "m-check.json").read_text())
     assert [r["export"] for r in rows] == ["deploy", "folded", "winograd", "int8"]
     assert rows[0]["nme"] == pytest.approx(rows[1]["nme"], rel=1e-4)  # folding is exact

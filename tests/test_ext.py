@@ -117,40 +117,6 @@ def test_unit_offset_exponent_undoes_scaled_offset_columns_exactly(exponent):
         mx.nd.sdu_deform_unit(mx.nd.array(table), obias, bias, offset_exponent="1.5").wait_to_read()
 
 
-@pytest.mark.parametrize("exponent", [0, 3])
-def test_int8_unit_equals_the_fp32_unit_on_the_dequantised_table(exponent):
-    """sdu_deform_unit_int8 reads q with value q * max(|min|, |max|) / 127 (MXNet's int8
-    convention): the same output as sdu_deform_unit on that dequantised table."""
-    ext.load()
-    rng = np.random.RandomState(6)
-    b, h, w, f = 2, 6, 7, 5
-    table = rng.randn(b, h, w, 162 + 9 * f).astype(np.float32) * 3
-    table[..., :162] *= 0.2 * 2.0 ** exponent  # offsets of about a pixel, scaled as an export does
-    lo, hi = float(table.min()), float(table.max())
-    scale = max(abs(lo), abs(hi)) / 127
-    q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
-    obias, bias = mx.nd.array(rng.uniform(-1, 1, 18)), mx.nd.array(rng.randn(f))
-    want = mx.nd.sdu_deform_unit(mx.nd.array(q.astype(np.float32) * np.float32(scale)), obias, bias,
-                                 offset_exponent=exponent).asnumpy()
-    got = mx.nd.sdu_deform_unit_int8(mx.nd.array(q, dtype=np.int8), mx.nd.array([lo]), mx.nd.array([hi]),
-                                     obias, bias, offset_exponent=exponent).asnumpy()
-    assert got.dtype == np.float32 and got.shape == (b, f, h, w)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    no_bias = mx.nd.sdu_deform_unit_int8(mx.nd.array(q, dtype=np.int8), mx.nd.array([lo]), mx.nd.array([hi]),
-                                         obias, no_bias=True, offset_exponent=exponent).asnumpy()
-    np.testing.assert_allclose(no_bias + bias.asnumpy()[None, :, None, None], got, rtol=1e-5, atol=1e-4)
-
-
-def test_int8_unit_rejects_a_float_table_and_bad_ranges():
-    ext.load()
-    table, obias = mx.nd.zeros((1, 3, 3, 162 + 9)), mx.nd.zeros(18)
-    one = mx.nd.ones(1)
-    with pytest.raises(mx.base.MXNetError, match="sdu_deform_unit_int8: the table must be int8"):
-        mx.nd.sdu_deform_unit_int8(table, one, one, obias, no_bias=True).wait_to_read()
-    with pytest.raises(mx.base.MXNetError, match=r"table_min must have shape \(1,\)"):
-        mx.nd.sdu_deform_unit_int8(table.astype("int8"), mx.nd.ones(2), one, obias, no_bias=True).wait_to_read()
-
-
 def test_fast_unit_trains_identically_on_two_cpu_contexts():
     """The GPU data-parallel path, exercised on mx.cpu(0) + mx.cpu(1): same gradients as one device."""
     rng = np.random.RandomState(1)

@@ -2,6 +2,8 @@
 #ifndef SDU_EXT_COMMON_H_
 #define SDU_EXT_COMMON_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -25,6 +27,19 @@ inline bool int_attr(const Attrs& attrs, const char* key, int fallback, int* val
     size_t used = 0;
     *value = std::stoi(it->second, &used);
     return used == it->second.size();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// A finite float attribute; false when absent or not a number.
+inline bool float_attr(const Attrs& attrs, const char* key, float* value) {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) return false;
+  try {
+    size_t used = 0;
+    *value = std::stof(it->second, &used);
+    return used == it->second.size() && std::isfinite(*value);
   } catch (const std::exception&) {
     return false;
   }
@@ -63,6 +78,14 @@ inline void by_dtype(int dtype, Fn&& fn) {
   } else {
     fn(double{});
   }
+}
+
+// v saturated to [lo, hi] and rounded to the nearest integer (ties to even), for
+// quantising (|v| <= 2^22): the 1.5 * 2^23 trick vectorises, std::nearbyint does not.
+inline float round_saturate(float v, float lo, float hi) {
+  constexpr float kRound = 12582912.f;
+  v = std::min(std::max(v, lo), hi);
+  return (v + kRound) - kRound;
 }
 
 // A scratch buffer every element of which the caller writes: no zero-fill pass

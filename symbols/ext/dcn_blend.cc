@@ -34,88 +34,14 @@
 #include <vector>
 
 #include "common.h"
+#include "dcn_table.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;
 
 namespace {
 
-using sdu::Attrs;
-
-bool has_bias(const Attrs& attrs) {
-  auto it = attrs.find("no_bias");
-  if (it == attrs.end()) return true;
-  const std::string& v = it->second;
-  return !(v == "1" || v == "True" || v == "true");
-}
-
-// Sampling geometry of one tap at one pixel, in the data type (as the native op).
-template <typename DType>
-struct Tap {
-  bool inside;          // contributes at all
-  int64_t q[4];         // table rows of the corners (y0x0, y0x1, y1x0, y1x1), image-relative
-  DType w[4];           // bilinear weights
-  DType dwy[4];         // d w / d dy (zero when the row is clamped)
-  DType dwx[4];         // d w / d dx (zero when the column is clamped)
-};
-
-// One axis, pos in [0, size): corners lo/hi, fractional part, and whether the offset
-// gets a gradient along it.
-template <typename DType>
-inline void axis(DType pos, int64_t size, int64_t* lo, int64_t* hi, DType* frac, bool* grad) {
-  if (pos < static_cast<DType>(size - 1)) {
-    const DType fl = std::floor(pos);
-    *lo = static_cast<int64_t>(fl);
-    *hi = *lo + 1;
-    *frac = pos - fl;
-    *grad = true;
-  } else {  // [size-1, size): the native op reads the border, without gradient
-    *lo = size - 1;
-    *hi = size - 1;
-    *frac = DType(0);
-    *grad = false;
-  }
-}
-
-template <typename DType>
-inline void tap_geometry(const DType* offset, int64_t hw, int64_t H, int64_t W, int64_t y, int64_t x, int k,
-                         Tap<DType>* t) {
-  const int i = k / 3, j = k % 3;
-  const int64_t p = y * W + x;
-  const DType py = static_cast<DType>(y + i - 1) + offset[(2 * k) * hw + p];
-  const DType px = static_cast<DType>(x + j - 1) + offset[(2 * k + 1) * hw + p];
-  t->inside = py >= DType(0) && py < static_cast<DType>(H) && px >= DType(0) && px < static_cast<DType>(W);
-  if (!t->inside) return;
-  int64_t y0, y1, x0, x1;
-  DType fy, fx;
-  bool gy, gx;
-  axis(py, H, &y0, &y1, &fy, &gy);
-  axis(px, W, &x0, &x1, &fx, &gx);
-  const DType one(1), sy = gy ? one : DType(0), sx = gx ? one : DType(0);
-  t->q[0] = y0 * W + x0;
-  t->q[1] = y0 * W + x1;
-  t->q[2] = y1 * W + x0;
-  t->q[3] = y1 * W + x1;
-  t->w[0] = (one - fy) * (one - fx);
-  t->w[1] = (one - fy) * fx;
-  t->w[2] = fy * (one - fx);
-  t->w[3] = fy * fx;
-  t->dwy[0] = -(one - fx) * sy;
-  t->dwy[1] = -fx * sy;
-  t->dwy[2] = (one - fx) * sy;
-  t->dwy[3] = fx * sy;
-  t->dwx[0] = -(one - fy) * sx;
-  t->dwx[1] = (one - fy) * sx;
-  t->dwx[2] = -fy * sx;
-  t->dwx[3] = fy * sx;
-}
-
-// Where the nine tap blocks of F columns sit in the table: row stride and first column.
-struct Dims {
-  int64_t B, H, W, F;
-  int64_t stride;  // columns per table row
-  int64_t col0;    // first column of tap 0
-};
+using namespace sdu;  // the table geometry and kernels (dcn_table.h)
 
 // Pixel-major copy of an NCHW gradient, (B, F, HW) -> (B, HW, F), in cache-sized tiles.
 template <typename DType>
@@ -137,51 +63,6 @@ void to_pixel_major(const DType* src, int64_t B, int64_t F, int64_t hw, DType* d
   }
 }
 
-// TableT is DType, or int8_t for an INT8 table whose value is table_scale * entry (for a
-// DType table table_scale is 1, and multiplying by it changes no bit).
-template <typename DType, typename TableT = DType>
-void forward_impl(const Dims& d, const TableT* table, const DType* offset, const DType* bias, DType* out,
-                  DType table_scale = DType(1)) {
-  const int64_t B = d.B, H = d.H, W = d.W, F = d.F, hw = H * W, S = d.stride;
-#pragma omp parallel
-  {
-    std::vector<DType> acc(W * F);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t y = 0; y < H; ++y) {
-        std::fill(acc.begin(), acc.end(), DType(0));
-        const DType* off_b = offset + b * 18 * hw;
-        const TableT* tab_b = table + b * hw * S + d.col0;
-        for (int64_t x = 0; x < W; ++x) {
-          DType* a = acc.data() + x * F;
-          for (int k = 0; k < 9; ++k) {
-            Tap<DType> t;
-            tap_geometry(off_b, hw, H, W, y, x, k, &t);
-            if (!t.inside) continue;
-            // The four corners in one pass over F (one read-modify-write of the accumulator).
-            const TableT* s0 = tab_b + t.q[0] * S + k * F;
-            const TableT* s1 = tab_b + t.q[1] * S + k * F;
-            const TableT* s2 = tab_b + t.q[2] * S + k * F;
-            const TableT* s3 = tab_b + t.q[3] * S + k * F;
-            const DType w0 = t.w[0], w1 = t.w[1], w2 = t.w[2], w3 = t.w[3];
-#pragma omp simd
-            for (int64_t f = 0; f < F; ++f)
-              a[f] += w0 * static_cast<DType>(s0[f]) + w1 * static_cast<DType>(s1[f]) +
-                      w2 * static_cast<DType>(s2[f]) + w3 * static_cast<DType>(s3[f]);
-          }
-        }
-        DType* out_row = out + b * F * hw + y * W;
-        for (int64_t f = 0; f < F; ++f) {
-          const DType bf = bias ? bias[f] : DType(0);
-          DType* o = out_row + f * hw;
-          for (int64_t x = 0; x < W; ++x) o[x] = acc[x * F + f] * table_scale + bf;
-        }
-      }
-    }
-  }
-}
-
-// Gradients of the table's tap columns and of the offsets (and bias) from gout (B, F, H, W).
 // Columns of the table outside [col0, col0 + 9F) are left untouched.
 template <typename DType>
 void backward_impl(const Dims& d, const DType* gout, const DType* table, const DType* offset, DType* gtable,
@@ -243,34 +124,6 @@ void backward_impl(const Dims& d, const DType* gout, const DType* table, const D
   }
 }
 
-// The offset convolution from its own 162 table columns (tap k, offset channel o at
-// column k*18 + o): offset[b, o, y, x] = obias[o] + sum_k T[(b, y+i-1, x+j-1), k*18 + o],
-// zero padded -- a plain 3x3 convolution whose channel mixing the table GEMM did. With
-// columns scaled by `scale` (a power of two) the sum runs scaled and is scaled back:
-// every rounding scales with it, so the offsets are bit-identical.
-template <typename DType, typename TableT = DType>
-void offsets_from_table(const Dims& d, const TableT* table, const DType* obias, DType scale, DType* offset,
-                        DType table_scale = DType(1)) {
-  const int64_t B = d.B, H = d.H, W = d.W, hw = H * W, S = d.stride;
-  const DType inverse = DType(1) / scale;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t y = 0; y < H; ++y) {
-      DType acc[18];
-      for (int64_t x = 0; x < W; ++x) {
-        for (int o = 0; o < 18; ++o) acc[o] = obias[o] * scale;
-        for (int k = 0; k < 9; ++k) {
-          const int64_t sy = y + k / 3 - 1, sx = x + k % 3 - 1;
-          if (sy < 0 || sy >= H || sx < 0 || sx >= W) continue;
-          const TableT* src = table + (b * hw + sy * W + sx) * S + k * 18;
-          for (int o = 0; o < 18; ++o) acc[o] += table_scale * static_cast<DType>(src[o]);
-        }
-        for (int o = 0; o < 18; ++o) offset[(b * 18 + o) * hw + y * W + x] = acc[o] * inverse;
-      }
-    }
-  }
-}
-
 // Transpose of offsets_from_table: fills table columns [0, 162) and the offset bias gradient.
 template <typename DType>
 void offsets_backward(const Dims& d, const DType* goffset, DType scale, DType* gtable, DType* gobias) {
@@ -298,38 +151,6 @@ void offsets_backward(const Dims& d, const DType* goffset, DType scale, DType* g
   }
 }
 
-constexpr int64_t kOffsetColumns = 162;  // 9 taps x 18 offset channels
-
-// Shapes of both operators' table (B, H, W, N): N = 9F for the blend, 162 + 9F for the unit.
-MXReturnValue table_dims(const std::vector<int64_t>& table, bool unit, Dims* d) {
-  const int64_t extra = unit ? kOffsetColumns : 0;
-  if (table.size() != 4 || table[3] <= extra || (table[3] - extra) % 9 != 0) {
-    MX_ERROR_MSG << (unit ? "sdu_deform_unit: expected table (B, H, W, 162 + 9F)"
-                          : "sdu_dcn_blend: expected table (B, H, W, 9F)");
-    return MX_FAIL;
-  }
-  d->B = table[0];
-  d->H = table[1];
-  d->W = table[2];
-  d->F = (table[3] - extra) / 9;
-  d->stride = table[3];
-  d->col0 = extra;
-  return MX_SUCCESS;
-}
-
-// The unit's offset_exponent attribute (default 0): its offset columns are 2^e x the taps.
-MXReturnValue offset_scale(const Attrs& attrs, double* scale) {
-  int e = 0;
-  if (!sdu::int_attr(attrs, "offset_exponent", 0, &e) || e < -60 || e > 60) {
-    MX_ERROR_MSG << "sdu_deform_unit: offset_exponent must be an integer in -60..60";
-    return MX_FAIL;
-  }
-  *scale = std::ldexp(1.0, e);
-  return MX_SUCCESS;
-}
-
-std::vector<int64_t> to64(const std::vector<unsigned int>& v) { return std::vector<int64_t>(v.begin(), v.end()); }
-
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   *num_in = has_bias(attrs) ? 3 : 2;
   *num_out = 1;
@@ -338,15 +159,6 @@ MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
 
 MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
   return sdu::infer_same_float_type("sdu deformable ops", in, out);
-}
-
-MXReturnValue check_bias(const std::vector<std::vector<unsigned int>>& in, size_t index, unsigned int size,
-                         const char* what) {
-  if (in.size() > index && (in[index].size() != 1 || in[index][0] != size)) {
-    MX_ERROR_MSG << what << " must have shape (" << size << ",)";
-    return MX_FAIL;
-  }
-  return MX_SUCCESS;
 }
 
 // ---- sdu_dcn_blend(offset (B, 18, H, W), table (B, H, W, 9F)[, bias (F,)]) -> (B, F, H, W)
@@ -458,72 +270,7 @@ MXReturnValue unit_backward(const Attrs& attrs, std::vector<MXTensor>* in, std::
   return MX_SUCCESS;
 }
 
-// ---- sdu_deform_unit_int8(table int8 (B, H, W, 162 + 9F), table_min (1,), table_max (1,),
-//      offset_bias (18,)[, bias (F,)]) -> float32 (B, F, H, W); inference only.
-// The unit reading the INT8 table that MXNet's quantised GEMM writes (with its output range
-// calibrated): entry q means q * max(|table_min|, |table_max|) / 127, MXNet's int8 convention.
-// A quarter of the fp32 table's bytes, so a full-width unit's table (10 MB) stays in cache.
-
-MXReturnValue int8_parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
-  *num_in = has_bias(attrs) ? 5 : 4;
-  *num_out = 1;
-  return MX_SUCCESS;
-}
-
-MXReturnValue int8_type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  if ((*in)[0] >= 0 && (*in)[0] != kInt8) {
-    MX_ERROR_MSG << "sdu_deform_unit_int8: the table must be int8";
-    return MX_FAIL;
-  }
-  (*in)[0] = kInt8;
-  for (size_t i = 1; i < in->size(); ++i) {
-    if ((*in)[i] >= 0 && (*in)[i] != kFloat32) {
-      MX_ERROR_MSG << "sdu_deform_unit_int8: table_min, table_max and the biases must be float32";
-      return MX_FAIL;
-    }
-    (*in)[i] = kFloat32;
-  }
-  (*out)[0] = kFloat32;
-  return MX_SUCCESS;
-}
-
-MXReturnValue int8_shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
-                         std::vector<std::vector<unsigned int>>* out) {
-  double scale;
-  if (offset_scale(attrs, &scale) != MX_SUCCESS) return MX_FAIL;
-  Dims d;
-  if (table_dims(to64((*in)[0]), true, &d) != MX_SUCCESS) return MX_FAIL;
-  if (check_bias(*in, 1, 1, "sdu_deform_unit_int8: table_min") != MX_SUCCESS) return MX_FAIL;
-  if (check_bias(*in, 2, 1, "sdu_deform_unit_int8: table_max") != MX_SUCCESS) return MX_FAIL;
-  if (check_bias(*in, 3, 18, "sdu_deform_unit_int8: offset_bias") != MX_SUCCESS) return MX_FAIL;
-  if (check_bias(*in, 4, d.F, "sdu_deform_unit_int8: bias") != MX_SUCCESS) return MX_FAIL;
-  (*out)[0] = {(*in)[0][0], static_cast<unsigned int>(d.F), (*in)[0][1], (*in)[0][2]};
-  return MX_SUCCESS;
-}
-
-MXReturnValue int8_forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector<MXTensor>* out,
-                           const OpResource& res) {
-  Dims d;
-  double scale;
-  if (unit_setup(attrs, (*in)[0].shape, &d, &scale) != MX_SUCCESS) return MX_FAIL;
-  const float lo = *(*in)[1].data<float>(), hi = *(*in)[2].data<float>();
-  const float table_scale = std::max(std::fabs(lo), std::fabs(hi)) / 127.f;
-  const int8_t* table = (*in)[0].data<int8_t>();
-  auto offset = sdu::scratch<float>(d.B * 18 * d.H * d.W);
-  offsets_from_table<float, int8_t>(d, table, (*in)[3].data<float>(), static_cast<float>(scale), offset.get(),
-                                    table_scale);
-  forward_impl<float, int8_t>(d, table, offset.get(), in->size() == 5 ? (*in)[4].data<float>() : nullptr,
-                              (*out)[0].data<float>(), table_scale);
-  return MX_SUCCESS;
-}
-
 }  // namespace
-
-REGISTER_OP(sdu_deform_unit_int8)
-    .setParseAttrs(int8_parse_attrs)
-    .setInferType(int8_type)
-    .setInferShape(int8_shape)
-    .setForward(int8_forward, "cpu");
 
 REGISTER_OP(sdu_dcn_blend)
     .setParseAttrs(parse_attrs)

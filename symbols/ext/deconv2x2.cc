@@ -10,6 +10,12 @@
 //
 //   weight (C, O, 2, 2) (MXNet's Deconvolution layout), read as the (C x 4O) matrix W:
 //   out[o, 2y+i, 2x+j] = act(bias[o] + sum_c w[c, o, i, j] x[c, y, x])
+//
+// sdu_deconv2x2_q is the same layer for INT8 exports (MXNet 1.9 has no quantised
+// deconvolution): it quantises the input over its calibrated range (attributes data_min,
+// data_max) and runs the product as oneDNN's INT8 matmul with per-column weight scales
+// (qmatmul.h), float32 in and out. Stateful like sdu_wino_conv: the quantised weights are
+// kept until MXNet's weight tensor changes.
 #include <omp.h>
 
 #include <string>
@@ -19,6 +25,7 @@
 #include "oneapi/dnnl/dnnl.h"
 
 #include "common.h"
+#include "qmatmul.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;
@@ -28,6 +35,7 @@ namespace {
 using sdu::Attrs;
 
 constexpr const char* kOp = "sdu_deconv2x2";
+constexpr const char* kOpQ = "sdu_deconv2x2_q";
 
 struct Params {
   bool relu = false;
@@ -112,6 +120,79 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
   return MX_SUCCESS;
 }
 
+// ---- sdu_deconv2x2_q (INT8 GEMM, float32 in and out)
+
+MXReturnValue q_parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
+  sdu::InputRange r;
+  if (sdu::range_attrs(attrs, kOpQ, &r) != MX_SUCCESS) return MX_FAIL;
+  return parse_attrs(attrs, num_in, num_out);
+}
+
+class Deconv2x2Q : public CustomStatefulOp {
+ public:
+  Deconv2x2Q(const Params& p, const sdu::InputRange& r) : p_(p), range_(r) {}
+
+  MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
+                        const OpResource& res) override {
+    MXTensor& x = (*in)[0];
+    MXTensor& w = (*in)[1];
+    const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], hw = H * W;
+    const int64_t O = p_.num_filter, N = 4 * O;
+    try {
+      if (B * hw != gemm_.rows() || !w.isSame(weights_seen_)) {
+        gemm_.plan(B * hw, C, N, range_, w.data<float>(), N, 1, std::vector<float>(N, 1.f), false);
+        product_.resize(B * hw * N);
+        weights_seen_ = w;
+      }
+      gemm_.run(x.data<float>(), B, C, hw, product_.data());
+    } catch (const dnnl::error& e) {
+      MX_ERROR_MSG << kOpQ << ": oneDNN failed for data (" << B << ", " << C << ", " << H << ", " << W
+                   << "): " << e.what();
+      return MX_FAIL;
+    }
+    // product row p = (b, y, x) holds columns (o, i, j): scatter to out[b, o, 2y+i, 2x+j].
+    const float* bias = (*in)[2].data<float>();
+    float* dst = (*out)[0].data<float>();
+    const int64_t W2 = 2 * W, plane = 4 * hw;
+    const bool relu = p_.relu;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t yy = 0; yy < H; ++yy) {
+        for (int64_t xx = 0; xx < W; ++xx) {
+          const float* r = product_.data() + (b * hw + yy * W + xx) * N;
+          float* o0 = dst + b * O * plane + (2 * yy) * W2 + 2 * xx;
+          for (int64_t o = 0; o < O; ++o) {
+            const float bo = bias[o];
+            float* top = o0 + o * plane;
+            top[0] = activate(r[4 * o] + bo, relu);
+            top[1] = activate(r[4 * o + 1] + bo, relu);
+            top[W2] = activate(r[4 * o + 2] + bo, relu);
+            top[W2 + 1] = activate(r[4 * o + 3] + bo, relu);
+          }
+        }
+      }
+    }
+    return MX_SUCCESS;
+  }
+
+ private:
+  Params p_;
+  sdu::InputRange range_;
+  sdu::QuantisedMatmul gemm_;
+  std::vector<float> product_;
+  MXTensor weights_seen_;  // the weight tensor (pointer, shape, version) gemm_ was planned with
+};
+
+MXReturnValue q_create_state(const Attrs& attrs, const MXContext& ctx,
+                             const std::vector<std::vector<unsigned int>>& in_shapes,
+                             const std::vector<int> in_types, CustomStatefulOp** state) {
+  Params p;
+  sdu::InputRange r;
+  if (read_params(attrs, &p) != MX_SUCCESS || sdu::range_attrs(attrs, kOpQ, &r) != MX_SUCCESS) return MX_FAIL;
+  *state = CustomStatefulOp::create<Deconv2x2Q>(p, r);
+  return MX_SUCCESS;
+}
+
 }  // namespace
 
 REGISTER_OP(sdu_deconv2x2)
@@ -119,3 +200,9 @@ REGISTER_OP(sdu_deconv2x2)
     .setInferType(infer_type)
     .setInferShape(infer_shape)
     .setForward(forward, "cpu");
+
+REGISTER_OP(sdu_deconv2x2_q)
+    .setParseAttrs(q_parse_attrs)
+    .setInferType(infer_type)
+    .setInferShape(infer_shape)
+    .setCreateOpState(q_create_state, "cpu");

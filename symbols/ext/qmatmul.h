@@ -1,0 +1,133 @@
+// INT8 GEMMs of the project's quantised inference operators (sdu_deform_unit_q,
+// sdu_deconv2x2_q): quantise an NCHW float map into pixel-major rows, and multiply
+// those rows by weights quantised per column, with oneDNN's INT8 matmul.
+//
+// Pixel-major rows because oneDNN's fast INT8 matmul (brgemm) wants a row-major source:
+// given the NCHW map as a transposed source it fell back to a slower kernel
+// (4096 x 256 x 2466: 8.3 vs 6.1 ms here).
+#ifndef SDU_EXT_QMATMUL_H_
+#define SDU_EXT_QMATMUL_H_
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+
+#include "common.h"
+#include "mxnet/lib_api.h"
+
+namespace sdu {
+
+inline dnnl::engine& dnnl_cpu() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+// A calibrated input range, quantised as MXNet does: uint8 over [0, max] when min >= 0,
+// else int8 over [-m, m], m = max(|min|, |max|).
+struct InputRange {
+  float min = 0.f, max = 0.f;
+  bool is_unsigned() const { return min >= 0.f; }
+  float absmax() const { return std::max(std::fabs(min), std::fabs(max)); }
+  float unit() const { return absmax() / (is_unsigned() ? 255.f : 127.f); }  // real value per step
+};
+
+// The data_min / data_max attributes (the input's calibrated range) of operator `op`.
+inline mxnet::ext::MXReturnValue range_attrs(const Attrs& attrs, const char* op, InputRange* r) {
+  if (!float_attr(attrs, "data_min", &r->min) || !float_attr(attrs, "data_max", &r->max) || !(r->absmax() > 0.f)) {
+    MX_ERROR_MSG << op << ": data_min and data_max must be numbers, not both zero (the input's calibrated range)";
+    return mxnet::ext::MX_FAIL;
+  }
+  return mxnet::ext::MX_SUCCESS;
+}
+
+// (B, C, hw) float -> (B * hw, C) rows of Q, in tiles of pixels so that one tile's
+// strided writes stay in cache.
+template <typename Q>
+void quantise_pixel_major(const float* x, int64_t B, int64_t C, int64_t hw, float steps_per_unit, float lo,
+                          float hi, Q* q) {
+  constexpr int64_t kTile = 64;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t p0 = 0; p0 < hw; p0 += kTile) {
+      const int64_t p1 = std::min(p0 + kTile, hw);
+      Q* rows = q + b * hw * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float* src = x + (b * C + c) * hw;
+        for (int64_t p = p0; p < p1; ++p)
+          rows[p * C + c] = static_cast<Q>(static_cast<int32_t>(round_saturate(src[p] * steps_per_unit, lo, hi)));
+      }
+    }
+  }
+}
+
+// dst (M, N) = out_scale[n] * (x_q (M, K) . w_q (K, N)), x_q the quantised input rows,
+// w_q the weights quantised per column n over max_k |w(k, n)|. dst is int8 (saturated)
+// or float32. The primitive and the weights in its layout are made by plan() and kept.
+class QuantisedMatmul {
+ public:
+  // w(k, n) = weight[k * k_stride + n * n_stride]; real_per_dst_step[n] is the real value
+  // of one step of dst column n (1 for a float32 dst that holds real values).
+  void plan(int64_t M, int64_t K, int64_t N, const InputRange& range, const float* weight, int64_t k_stride,
+            int64_t n_stride, const std::vector<float>& real_per_dst_step, bool int8_dst) {
+    using tag = dnnl::memory::format_tag;
+    using dt = dnnl::memory::data_type;
+    std::vector<int8_t> wq(K * N);  // (K, N) row-major
+    std::vector<float> scales(N);
+    for (int64_t n = 0; n < N; ++n) {
+      float m = 0.f;
+      for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(weight[k * k_stride + n * n_stride]));
+      const float w_unit = m > 0.f ? m / 127.f : 1.f;
+      for (int64_t k = 0; k < K; ++k)
+        wq[k * N + n] = static_cast<int8_t>(
+            static_cast<int32_t>(round_saturate(weight[k * k_stride + n * n_stride] / w_unit, -127.f, 127.f)));
+      scales[n] = range.unit() * w_unit / real_per_dst_step[n];
+    }
+    src_md_ = dnnl::memory::desc({M, K}, range.is_unsigned() ? dt::u8 : dt::s8, tag::ab);
+    dst_md_ = dnnl::memory::desc({M, N}, int8_dst ? dt::s8 : dt::f32, tag::ab);
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(1 << 1, scales);  // one scale per column (dimension 1)
+    dnnl::matmul::primitive_desc pd(
+        dnnl::matmul::desc(src_md_, dnnl::memory::desc({K, N}, dt::s8, tag::any), dst_md_), attr, dnnl_cpu());
+    matmul_ = dnnl::matmul(pd);
+    dnnl::memory user_w(dnnl::memory::desc({K, N}, dt::s8, tag::ab), dnnl_cpu(), wq.data());
+    wei_ = dnnl::memory(pd.weights_desc(), dnnl_cpu());
+    dnnl::reorder(user_w, wei_).execute(stream_, user_w, wei_);
+    stream_.wait();
+    range_ = range;
+    rows_.resize(M * K);
+    M_ = M;
+  }
+
+  int64_t rows() const { return M_; }
+
+  // Quantises x (B, K, hw), B * hw = M, into the source rows and runs the matmul into dst.
+  void run(const float* x, int64_t B, int64_t K, int64_t hw, void* dst) {
+    const float steps = 1.f / range_.unit();
+    if (range_.is_unsigned()) {
+      quantise_pixel_major(x, B, K, hw, steps, 0.f, 255.f, rows_.data());
+    } else {
+      quantise_pixel_major(x, B, K, hw, steps, -127.f, 127.f, reinterpret_cast<int8_t*>(rows_.data()));
+    }
+    dnnl::memory src(src_md_, dnnl_cpu(), rows_.data()), out(dst_md_, dnnl_cpu(), dst);
+    matmul_.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei_}, {DNNL_ARG_DST, out}});
+    stream_.wait();
+  }
+
+ private:
+  dnnl::stream stream_{dnnl_cpu()};
+  dnnl::memory::desc src_md_, dst_md_;
+  dnnl::matmul matmul_;
+  dnnl::memory wei_;
+  InputRange range_;
+  std::vector<uint8_t> rows_;  // the quantised source rows (uint8, or int8 bytes)
+  int64_t M_ = -1;
+};
+
+}  // namespace sdu
+
+#endif  // SDU_EXT_QMATMUL_H_
