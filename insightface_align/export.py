@@ -79,10 +79,12 @@ def _consumers(nodes):
 
 
 def fold_batchnorm(sym, arg: dict, aux: dict) -> tuple:
-    """Fold every BatchNorm that directly follows a conv or native deformable conv into its weights.
+    """Fold every BatchNorm that directly follows a conv or deformable conv into its weights.
 
     Exact for inference (BN uses running statistics): W' = W * g, b' = (b - mean) * g + beta
     with g = gamma / sqrt(var + eps). BNs after an activation (pre-activation blocks) stay.
+    A fast deformable unit folds when its tap weights are frozen (freeze_tap_weights):
+    its output is linear in the tap columns of the table, so their weight rows scale.
     """
     graph = json.loads(sym.tojson())
     nodes = graph["nodes"]
@@ -96,15 +98,22 @@ def fold_batchnorm(sym, arg: dict, aux: dict) -> tuple:
             continue
         src = node["inputs"][0][0]
         conv = nodes[src]
-        if conv["op"] not in FOLDABLE or uses.get(src, 0) != 1:
+        if uses.get(src, 0) != 1:
+            continue
+        if conv["op"] in FOLDABLE:
+            w_name = nodes[conv["inputs"][WEIGHT_INPUT[conv["op"]]][0]]["name"]
+        elif conv["op"] == "sdu_deform_unit":
+            w_name = _frozen_tap_weight(nodes, conv, uses, arg)
+            if w_name is None:
+                continue
+        else:
             continue
         name = node["name"]
-        w_name = nodes[conv["inputs"][WEIGHT_INPUT[conv["op"]]][0]]["name"]
         no_bias = conv.get("attrs", {}).get("no_bias", "False") == "True"
         bias_name = conv["name"] + "_bias"
         if no_bias:
             arg[bias_name] = mx.nd.zeros(aux[name + "_moving_var"].shape)
-        _fold_bn_into(node, arg, aux, w_name, bias_name, out_axis=0)
+        _fold_bn_into(node, arg, aux, w_name, bias_name, out_axis=0, tap_rows=conv["op"] == "sdu_deform_unit")
         if no_bias:
             nodes.append({"op": "null", "name": bias_name, "inputs": []})
             conv["inputs"].append([len(nodes) - 1, 0, 0])
@@ -342,16 +351,34 @@ def fast_cpu_convolutions(sym, arg: dict, aux: dict, only: tuple | None = None) 
             {k: v for k, v in aux.items() if k in used_aux}, counts)
 
 
-def _fold_bn_into(bn: dict, arg: dict, aux: dict, w_name: str, bias_name: str, out_axis: int) -> None:
-    """Fold inference BatchNorm `bn` into the weight (output channels on out_axis) and bias."""
+def _frozen_tap_weight(nodes: list, unit: dict, uses: dict, arg: dict) -> str | None:
+    """The frozen tap GEMM weight (162 + 9F, C) of fast unit `unit`, if the GEMM feeds only it."""
+    fc_index = unit["inputs"][0][0]
+    fc = nodes[fc_index]
+    if fc["op"] != "FullyConnected" or uses.get(fc_index, 0) != 1:
+        return None
+    name = nodes[fc["inputs"][1][0]]["name"]
+    return name if name in arg else None
+
+
+def _fold_bn_into(bn: dict, arg: dict, aux: dict, w_name: str, bias_name: str, out_axis: int,
+                  tap_rows: bool = False) -> None:
+    """Fold inference BatchNorm `bn` into the weight (output channels on out_axis) and bias.
+    tap_rows: the weight is a fast unit's tap GEMM (162 + 9F, C), output channel f in rows
+    162 + kF + f (the 162 offset rows stay)."""
     attrs = bn.get("attrs", {})
     name = bn["name"]
     var = aux[name + "_moving_var"].asnumpy()
     gamma = np.ones_like(var) if attrs.get("fix_gamma", "True") == "True" else arg[name + "_gamma"].asnumpy()
     g = gamma / np.sqrt(var + float(attrs.get("eps", 1e-3)))
-    shape = [1] * arg[w_name].ndim
-    shape[out_axis] = -1
-    arg[w_name] = mx.nd.array(arg[w_name].asnumpy() * g.reshape(shape))
+    w = arg[w_name].asnumpy()
+    if tap_rows:
+        w = np.concatenate([w[:162], w[162:] * np.tile(g, 9)[:, None]])
+    else:
+        shape = [1] * w.ndim
+        shape[out_axis] = -1
+        w = w * g.reshape(shape)
+    arg[w_name] = mx.nd.array(w)
     b = arg[bias_name].asnumpy()
     arg[bias_name] = mx.nd.array((b - aux[name + "_moving_mean"].asnumpy()) * g + arg[name + "_beta"].asnumpy())
 
@@ -486,9 +513,20 @@ def int8_compiled_ops(qsym, qarg: dict, sym, arg: dict, aux: dict, images: np.nd
         return repr(max(max(map(abs, ranges[key])), 1e-6))
 
     qarg = dict(qarg)
+    consumers = {}
+    for k, n in enumerate(nodes):
+        for src, _, _ in n["inputs"]:
+            consumers.setdefault(src, []).append(k)
+    heads = {h[0] for h in graph["heads"]}
+    redirect = {}
     for i, tr, qv2, weight in units:
         node = nodes[i]
         node["op"] = "sdu_deform_unit_q"
+        after = consumers.get(i, [])
+        if (i not in heads and len(after) == 1 and nodes[after[0]]["op"] == "Activation"
+                and nodes[after[0]].get("attrs", {}).get("act_type") == "relu"):
+            node.setdefault("attrs", {})["act_type"] = "relu"  # a ReLU that only this unit feeds runs inside it
+            redirect[after[0]] = i
         node["attrs"] = dict(node.get("attrs", {}), num_filter=str((arg[weight].shape[0] - 162) // 9),
                              data_min=qv2["attrs"]["min_calib_range"], data_max=qv2["attrs"]["max_calib_range"],
                              table_range=absmax((i, "taps")), offset_range=absmax((i, "offsets")))
@@ -499,21 +537,29 @@ def int8_compiled_ops(qsym, qarg: dict, sym, arg: dict, aux: dict, images: np.nd
         lo, hi = ranges[(i, "data")]
         nodes[i]["op"] = "sdu_deconv2x2_q"
         nodes[i]["attrs"] = dict(nodes[i]["attrs"], data_min=repr(float(lo)), data_max=repr(float(hi)))
-    new_sym = _prune(graph)
+    new_sym = _prune(graph, redirect)
     used = set(new_sym.list_arguments())
     return new_sym, {k: v for k, v in qarg.items() if k in used}, counts
 
 
-def _prune(graph: dict):
-    """The symbol of `graph` without nodes that no longer feed its outputs."""
+def _prune(graph: dict, redirect: dict | None = None):
+    """The symbol of `graph`, uses of `redirect` keys pointed to their values, without the
+    nodes that then no longer feed its outputs."""
     nodes = graph["nodes"]
-    live, stack = set(), [h[0] for h in graph["heads"]]
+    redirect = redirect or {}
+
+    def target(i):
+        while i in redirect:
+            i = redirect[i]
+        return i
+
+    live, stack = set(), [target(h[0]) for h in graph["heads"]]
     while stack:
         i = stack.pop()
         if i not in live:
             live.add(i)
-            stack.extend(s for s, _, _ in nodes[i]["inputs"])
-    return _rebuild(graph, {}, {i for i in range(len(nodes)) if i not in live})
+            stack.extend(target(s) for s, _, _ in nodes[i]["inputs"])
+    return _rebuild(graph, redirect, {i for i in range(len(nodes)) if i not in live})
 
 
 def export_onnx(sym, arg: dict, aux: dict, path: str, input_size: int = 128) -> str:

@@ -109,11 +109,17 @@ np.save({str(tmp_path / 'y.npy')!r}, mod.get_outputs()[0].asnumpy())
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 
 
-def test_batchnorm_folding_is_exact(dcn_ckpt):
+@pytest.mark.parametrize("cpu_ops", [False, True], ids=["stock", "cpu-ops"])
+def test_batchnorm_folding_is_exact(dcn_ckpt, cpu_ops):
     prefix, epoch = dcn_ckpt
-    sym, arg, aux = ex.deploy_graph(prefix, epoch)
+    sym, arg, aux = ex.deploy_graph(prefix, epoch, cpu_ops=cpu_ops)
     fsym, farg, faux, n = ex.fold_batchnorm(sym, dict(arg), dict(aux))
     assert n > 0 and len(faux) < len(aux)
+    nodes = json.loads(fsym.tojson())["nodes"]
+    after_units = [n for n in nodes if n["op"] == "BatchNorm" and nodes[n["inputs"][0][0]]["op"] == "sdu_deform_unit"]
+    assert not after_units  # the ll units' BNs folded into their tap rows
+    if cpu_ops:
+        assert sum(n["op"] == "sdu_deform_unit" for n in nodes) == 5
     before = HeatmapModel(sym, arg, aux, batch_size=2)(_images())
     after = HeatmapModel(fsym, farg, faux, batch_size=2)(_images())
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
