@@ -130,7 +130,7 @@ MXReturnValue q_parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
 
 class Deconv2x2Q : public CustomStatefulOp {
  public:
-  Deconv2x2Q(const Params& p, const sdu::InputRange& r) : p_(p), range_(r) {}
+  Deconv2x2Q(const Params& p, const sdu::InputRange& r) : p_(p), range_(r), bias4_(4 * p.num_filter) {}
 
   MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                         const OpResource& res) override {
@@ -138,36 +138,38 @@ class Deconv2x2Q : public CustomStatefulOp {
     MXTensor& w = (*in)[1];
     const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], hw = H * W;
     const int64_t O = p_.num_filter, N = 4 * O;
+    // The product's rows are the pixels (b, y, x) and its columns (o, i, j), bias and ReLU
+    // applied by the matmul; the copy below moves each value to out[b, o, 2y+i, 2x+j].
+    const float* bias = (*in)[2].data<float>();
     try {
       if (B * hw != gemm_.rows() || !w.isSame(weights_seen_)) {
-        gemm_.plan(B * hw, C, N, range_, w.data<float>(), N, 1, std::vector<float>(N, 1.f), false);
+        gemm_.plan(B * hw, C, N, range_, w.data<float>(), N, 1, std::vector<float>(N, 1.f), false, true, p_.relu);
         product_.resize(B * hw * N);
         weights_seen_ = w;
       }
-      gemm_.run(x.data<float>(), B, C, hw, product_.data());
+      for (int64_t n = 0; n < N; ++n) bias4_[n] = bias[n / 4] / gemm_.scale(n);
+      gemm_.run(x.data<float>(), B, C, hw, product_.data(), bias4_.data());
     } catch (const dnnl::error& e) {
       MX_ERROR_MSG << kOpQ << ": oneDNN failed for data (" << B << ", " << C << ", " << H << ", " << W
                    << "): " << e.what();
       return MX_FAIL;
     }
-    // product row p = (b, y, x) holds columns (o, i, j): scatter to out[b, o, 2y+i, 2x+j].
-    const float* bias = (*in)[2].data<float>();
+    // One image row y at a time: its W product rows (W * 4O floats) stay in cache while
+    // every output plane's rows 2y and 2y+1 are written in order.
     float* dst = (*out)[0].data<float>();
-    const int64_t W2 = 2 * W, plane = 4 * hw;
-    const bool relu = p_.relu;
+    const int64_t W2 = 2 * W;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t yy = 0; yy < H; ++yy) {
-        for (int64_t xx = 0; xx < W; ++xx) {
-          const float* r = product_.data() + (b * hw + yy * W + xx) * N;
-          float* o0 = dst + b * O * plane + (2 * yy) * W2 + 2 * xx;
-          for (int64_t o = 0; o < O; ++o) {
-            const float bo = bias[o];
-            float* top = o0 + o * plane;
-            top[0] = activate(r[4 * o] + bo, relu);
-            top[1] = activate(r[4 * o + 1] + bo, relu);
-            top[W2] = activate(r[4 * o + 2] + bo, relu);
-            top[W2 + 1] = activate(r[4 * o + 3] + bo, relu);
+        const float* rows = product_.data() + (b * hw + yy * W) * N;
+        for (int64_t o = 0; o < O; ++o) {
+          for (int i = 0; i < 2; ++i) {
+            const float* src = rows + 4 * o + 2 * i;
+            float* orow = dst + ((b * O + o) * 2 * H + 2 * yy + i) * W2;
+            for (int64_t xx = 0; xx < W; ++xx) {
+              orow[2 * xx] = src[xx * N];
+              orow[2 * xx + 1] = src[xx * N + 1];
+            }
           }
         }
       }
@@ -179,7 +181,7 @@ class Deconv2x2Q : public CustomStatefulOp {
   Params p_;
   sdu::InputRange range_;
   sdu::QuantisedMatmul gemm_;
-  std::vector<float> product_;
+  std::vector<float> product_, bias4_;
   MXTensor weights_seen_;  // the weight tensor (pointer, shape, version) gemm_ was planned with
 };
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -65,15 +66,17 @@ void quantise_pixel_major(const float* x, int64_t B, int64_t C, int64_t hw, floa
   }
 }
 
-// dst (M, N) = out_scale[n] * (x_q (M, K) . w_q (K, N)), x_q the quantised input rows,
-// w_q the weights quantised per column n over max_k |w(k, n)|. dst is int8 (saturated)
-// or float32. The primitive and the weights in its layout are made by plan() and kept.
+// dst (M, N) = act(out_scale[n] * (x_q (M, K) . w_q (K, N)) [+ bias[n]]), x_q the quantised
+// input rows, w_q the weights quantised per column n over max_k |w(k, n)|. dst is int8
+// (saturated) or float32; act is identity or ReLU. The primitive and the weights in its
+// layout are made by plan() and kept.
 class QuantisedMatmul {
  public:
   // w(k, n) = weight[k * k_stride + n * n_stride]; real_per_dst_step[n] is the real value
   // of one step of dst column n (1 for a float32 dst that holds real values).
   void plan(int64_t M, int64_t K, int64_t N, const InputRange& range, const float* weight, int64_t k_stride,
-            int64_t n_stride, const std::vector<float>& real_per_dst_step, bool int8_dst) {
+            int64_t n_stride, const std::vector<float>& real_per_dst_step, bool int8_dst, bool with_bias = false,
+            bool relu = false) {
     using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
     std::vector<int8_t> wq(K * N);  // (K, N) row-major
@@ -87,12 +90,21 @@ class QuantisedMatmul {
             static_cast<int32_t>(round_saturate(weight[k * k_stride + n * n_stride] / w_unit, -127.f, 127.f)));
       scales[n] = range.unit() * w_unit / real_per_dst_step[n];
     }
+    scales_ = scales;
     src_md_ = dnnl::memory::desc({M, K}, range.is_unsigned() ? dt::u8 : dt::s8, tag::ab);
     dst_md_ = dnnl::memory::desc({M, N}, int8_dst ? dt::s8 : dt::f32, tag::ab);
+    bias_md_ = with_bias ? dnnl::memory::desc({1, N}, dt::f32, tag::ab) : dnnl::memory::desc();
     dnnl::primitive_attr attr;
     attr.set_output_scales(1 << 1, scales);  // one scale per column (dimension 1)
-    dnnl::matmul::primitive_desc pd(
-        dnnl::matmul::desc(src_md_, dnnl::memory::desc({K, N}, dt::s8, tag::any), dst_md_), attr, dnnl_cpu());
+    if (relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::memory::desc w_md({K, N}, dt::s8, tag::any);
+    dnnl::matmul::primitive_desc pd(with_bias ? dnnl::matmul::desc(src_md_, w_md, bias_md_, dst_md_)
+                                              : dnnl::matmul::desc(src_md_, w_md, dst_md_),
+                                    attr, dnnl_cpu());
     matmul_ = dnnl::matmul(pd);
     dnnl::memory user_w(dnnl::memory::desc({K, N}, dt::s8, tag::ab), dnnl_cpu(), wq.data());
     wei_ = dnnl::memory(pd.weights_desc(), dnnl_cpu());
@@ -104,9 +116,13 @@ class QuantisedMatmul {
   }
 
   int64_t rows() const { return M_; }
+  // The output scale of column n; oneDNN applies it to the product plus the bias, so a
+  // bias b[n] is passed as b[n] / scale(n).
+  float scale(int64_t n) const { return scales_[n]; }
 
-  // Quantises x (B, K, hw), B * hw = M, into the source rows and runs the matmul into dst.
-  void run(const float* x, int64_t B, int64_t K, int64_t hw, void* dst) {
+  // Quantises x (B, K, hw), B * hw = M, into the source rows and runs the matmul into dst
+  // (bias: N floats when planned with_bias).
+  void run(const float* x, int64_t B, int64_t K, int64_t hw, void* dst, const float* bias = nullptr) {
     const float steps = 1.f / range_.unit();
     if (range_.is_unsigned()) {
       quantise_pixel_major(x, B, K, hw, steps, 0.f, 255.f, rows_.data());
@@ -114,16 +130,19 @@ class QuantisedMatmul {
       quantise_pixel_major(x, B, K, hw, steps, -127.f, 127.f, reinterpret_cast<int8_t*>(rows_.data()));
     }
     dnnl::memory src(src_md_, dnnl_cpu(), rows_.data()), out(dst_md_, dnnl_cpu(), dst);
-    matmul_.execute(stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei_}, {DNNL_ARG_DST, out}});
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei_}, {DNNL_ARG_DST, out}};
+    if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md_, dnnl_cpu(), const_cast<float*>(bias)));
+    matmul_.execute(stream_, args);
     stream_.wait();
   }
 
  private:
   dnnl::stream stream_{dnnl_cpu()};
-  dnnl::memory::desc src_md_, dst_md_;
+  dnnl::memory::desc src_md_, dst_md_, bias_md_;
   dnnl::matmul matmul_;
   dnnl::memory wei_;
   InputRange range_;
+  std::vector<float> scales_;
   std::vector<uint8_t> rows_;  // the quantised source rows (uint8, or int8 bytes)
   int64_t M_ = -1;
 };
