@@ -291,7 +291,9 @@ def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys,
     assert rows[0]["nme"] == pytest.approx(rows[1]["nme"], rel=1e-4)  # folding is exact
     assert rows[0]["nme"] == pytest.approx(rows[2]["nme"], rel=1e-3)  # Winograd rounds differently
     assert "sdu_wino_conv" in (tmp_path / "m-winograd-symbol.json").read_text()
-    assert "| int8 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| int8 |" in out
+    assert ("5 deformable units and 6 deconvolutions as INT8 project operators" in out) != dcn_fp32
     assert main(["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--int8"]) == 2
     assert "--int8 needs --calib-rec" in capsys.readouterr().err
 
