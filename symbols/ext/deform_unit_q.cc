@@ -8,14 +8,16 @@
 // node), runs the GEMM with oneDNN's INT8 matmul (u8 or s8 input, per-column s8
 // weights, s8 table) and blends that table with the sdu_deform_unit kernels. The
 // offset columns get their own calibrated range: offsets quantised on the taps' range
-// were off by ~0.1 px, which moves every bilinear sample. The matmul ran 6.0 ms for a full-width unit
-// (4096 x 256 x 2466) against 8.1 ms for MXNet's quantised FullyConnected in the graph.
+// were off by ~0.1 px, which moves every bilinear sample. The matmul ran 6.0 ms for a
+// full-width unit (4096 x 256 x 2466) against 8.1 ms for MXNet's quantised
+// FullyConnected in the graph.
 //
-// Inputs: data (B, C, H, W) float32, weight (162 + 9F, C) float32 (the frozen tap GEMM's,
-// offset rows scaled by 2^offset_exponent), offset_bias (18,)[, bias (F,)].
+// Inputs: data (B, C, H, W) float32, weight (162 + 9F, C) float32 (the frozen tap
+// GEMM's, offset rows scaled by 2^offset_exponent), offset_bias (18,)[, bias (F,)].
 // Attributes: data_min/data_max (the input's calibrated range: uint8 over [0, data_max]
 // when data_min >= 0, else int8 over +-max|.|), table_range and offset_range (the
-// calibrated max |value| of the table's tap and offset columns), offset_exponent, no_bias, act_type (none/relu). Output (B, F, H, W) float32.
+// calibrated max |value| of the table's tap and offset columns), num_filter (F),
+// offset_exponent, no_bias, act_type (none/relu). Output (B, F, H, W) float32.
 // Stateful: the quantised weights and the matmul are kept per bound shape and remade
 // when MXNet's weight tensor changes (MXTensor::isSame, as sdu_wino_conv).
 #include <omp.h>
