@@ -20,13 +20,9 @@
 
 #include "common.h"
 #include "mxnet/lib_api.h"
+#include "onednn.h"
 
 namespace sdu {
-
-inline dnnl::engine& dnnl_cpu() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
 
 // A calibrated input range, quantised as MXNet does: uint8 over [0, max] when min >= 0,
 // else int8 over [-m, m], m = max(|min|, |max|).

@@ -25,6 +25,7 @@
 
 #include "common.h"
 #include "mxnet/lib_api.h"
+#include "onednn.h"
 
 using namespace mxnet::ext;
 
@@ -79,15 +80,10 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
   return MX_SUCCESS;
 }
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
-
 // The primitives for one input shape, and the weights in the primitive's layout.
 class WinoConv : public CustomStatefulOp {
  public:
-  explicit WinoConv(const Params& p) : p_(p), stream_(cpu_engine()) {}
+  explicit WinoConv(const Params& p) : p_(p), stream_(sdu::dnnl_cpu()) {}
 
   MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                         const OpResource& res) override {
@@ -99,14 +95,14 @@ class WinoConv : public CustomStatefulOp {
     try {
       if (!conv_ || src_dims != src_dims_) plan(src_dims);
       if (!weights_ready_ || !w.isSame(transformed_)) {
-        dnnl::memory user_w(plain_w_, cpu_engine(), w.data<float>());
+        dnnl::memory user_w(plain_w_, sdu::dnnl_cpu(), w.data<float>());
         dnnl::reorder(user_w, wei_).execute(stream_, user_w, wei_);
         transformed_ = w;
         weights_ready_ = true;
       }
-      dnnl::memory user_x(plain_x_, cpu_engine(), x.data<float>());
-      dnnl::memory user_y(plain_y_, cpu_engine(), y.data<float>());
-      dnnl::memory bias(bias_md_, cpu_engine(), b.data<float>());
+      dnnl::memory user_x(plain_x_, sdu::dnnl_cpu(), x.data<float>());
+      dnnl::memory user_y(plain_y_, sdu::dnnl_cpu(), y.data<float>());
+      dnnl::memory bias(bias_md_, sdu::dnnl_cpu(), b.data<float>());
       dnnl::memory src = user_x, dst = user_y;
       if (src_blocked_) {
         src_reorder_.execute(stream_, user_x, src_mem_);
@@ -146,7 +142,7 @@ class WinoConv : public CustomStatefulOp {
           dnnl::prop_kind::forward_inference, alg, dnnl::memory::desc(src_dims, dt::f32, tag::any),
           dnnl::memory::desc(w_dims, dt::f32, tag::any), bias_md_, dnnl::memory::desc(dst_dims, dt::f32, tag::any),
           {1, 1}, {1, 1}, {1, 1});
-      return dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
+      return dnnl::convolution_forward::primitive_desc(desc, attr, sdu::dnnl_cpu());
     };
     dnnl::convolution_forward::primitive_desc pd;
     bool made = false;
@@ -160,17 +156,19 @@ class WinoConv : public CustomStatefulOp {
     }
     if (!made) pd = make(dnnl::algorithm::convolution_direct);
     conv_ = dnnl::convolution_forward(pd);
-    wei_ = dnnl::memory(pd.weights_desc(), cpu_engine());
+    wei_ = dnnl::memory(pd.weights_desc(), sdu::dnnl_cpu());
     weights_ready_ = false;  // forces the weight transform for the new primitive
     src_blocked_ = pd.src_desc() != plain_x_;
     dst_blocked_ = pd.dst_desc() != plain_y_;
     if (src_blocked_) {
-      src_mem_ = dnnl::memory(pd.src_desc(), cpu_engine());
-      src_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), plain_x_, cpu_engine(), pd.src_desc()));
+      src_mem_ = dnnl::memory(pd.src_desc(), sdu::dnnl_cpu());
+      src_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(sdu::dnnl_cpu(), plain_x_, sdu::dnnl_cpu(), pd.src_desc()));
     }
     if (dst_blocked_) {
-      dst_mem_ = dnnl::memory(pd.dst_desc(), cpu_engine());
-      dst_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), pd.dst_desc(), cpu_engine(), plain_y_));
+      dst_mem_ = dnnl::memory(pd.dst_desc(), sdu::dnnl_cpu());
+      dst_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(sdu::dnnl_cpu(), pd.dst_desc(), sdu::dnnl_cpu(), plain_y_));
     }
     src_dims_ = src_dims;
   }
