@@ -132,14 +132,19 @@ def fold_batchnorm(sym, arg: dict, aux: dict) -> tuple:
     return new_sym, arg, aux, folded
 
 
+def _follow(redirect: dict, i: int) -> int:
+    """The node that uses of node i point to after `redirect` (chains followed)."""
+    while i in redirect:
+        i = redirect[i]
+    return i
+
+
 def _rebuild(graph: dict, redirect: dict, dropped: set):
     """Re-index a symbol JSON without `dropped` nodes, pointing `redirect` keys to their values."""
     nodes = graph["nodes"]
 
     def target(i):
-        while i in redirect:
-            i = redirect[i]
-        return i
+        return _follow(redirect, i)
 
     keep = [i for i in range(len(nodes)) if i not in dropped]
     new_index = {old: new for new, old in enumerate(keep)}
@@ -543,18 +548,12 @@ def _prune(graph: dict, redirect: dict | None = None):
     nodes that then no longer feed its outputs."""
     nodes = graph["nodes"]
     redirect = redirect or {}
-
-    def target(i):
-        while i in redirect:
-            i = redirect[i]
-        return i
-
-    live, stack = set(), [target(h[0]) for h in graph["heads"]]
+    live, stack = set(), [_follow(redirect, h[0]) for h in graph["heads"]]
     while stack:
         i = stack.pop()
         if i not in live:
             live.add(i)
-            stack.extend(target(s) for s, _, _ in nodes[i]["inputs"])
+            stack.extend(_follow(redirect, s) for s, _, _ in nodes[i]["inputs"])
     return _rebuild(graph, redirect, {i for i in range(len(nodes)) if i not in live})
 
 
