@@ -105,8 +105,9 @@ def _fractional_offsets(args: dict, seed: int = 0) -> dict:
 def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
     """name -> (symbol, args, aux): sdu-2d with stock operators (native or portable DCN,
     standard means) and with the compiled CPU operators (fast DCN, fused means; also BN
-    folded, the --winograd graph, INT8 with MXNet's INT8 operators only and with the
-    project's INT8 units and deconvolutions), and hourglass2-resnet. The
+    folded, the --winograd graph, INT8 with MXNet's INT8 operators only, with the
+    project's INT8 units and deconvolutions, and with those and the INT8 CABs: the
+    --int8 export), and hourglass2-resnet. The
     fast/portable graphs are the export's (tap GEMM weights frozen into parameters)."""
     from symbols.network import get_symbol
 
@@ -135,6 +136,8 @@ def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
                 "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": fast_cpu_convolutions(*folded)[:3],
                 "sdu-2d INT8, MXNet's INT8 operators only": quantize_int8(*folded, calib_images, batch_size=8,
                                                                             int8_compiled=False),
+                "sdu-2d INT8, CABs as MXNet's INT8 operators": quantize_int8(*folded, calib_images, batch_size=8,
+                                                                                int8_cabs=False),
                 "sdu-2d INT8 (cpu ops, folded)": quantize_int8(*folded, calib_images, batch_size=8)}
     hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
     variants["hourglass2-resnet"] = (hg,) + init(hg)

@@ -246,8 +246,9 @@ def _constant_value(part, arg: dict, aux: dict, data_shape: tuple, what: str):
 
 def _output_index(outputs: list, node_name: str, index: int) -> int:
     """Position in get_internals().list_outputs() of output `index` of node `node_name`
-    (single-output nodes are NAME_output, multi-output ones NAME_output0, NAME_output1...)."""
-    names = [node_name + "_output%d" % index] + ([node_name + "_output"] if index == 0 else [])
+    (single-output nodes are NAME_output, multi-output ones NAME_output0, NAME_output1...,
+    variables NAME)."""
+    names = [node_name + "_output%d" % index] + ([node_name + "_output", node_name] if index == 0 else [])
     for name in names:
         if name in outputs:
             return outputs.index(name)
@@ -404,7 +405,7 @@ def mkldnn_graph(sym):
 
 def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_size: int = 16,
                   exclude_first_conv: bool = True, quantize_taps: bool = True, int8_compiled: bool = True,
-                  plain_deconvs: bool = True) -> tuple:
+                  plain_deconvs: bool = True, int8_cabs: bool = True) -> tuple:
     """INT8 graph by MXNet's MKLDNN quantisation, calibrated ('naive' min/max) on calib_images.
 
     The deformable units' tap GEMMs are frozen first (freeze_tap_weights) so they
@@ -414,8 +415,10 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
     graphs that already use the compiled operators get the up-sampling deconvolutions
     as sdu_deconv2x2 (BN folded; stock graphs stay stock), and with int8_compiled
     (int8_compiled_ops) the fast units and those deconvolutions then run as this
-    project's INT8 operators (0.150 -> 0.127 s per face measured side by side). The
-    node means stay fp32.
+    project's INT8 operators (0.150 -> 0.127 s per face measured side by side). With
+    int8_compiled and int8_cabs, each CAB of such a graph first becomes one sdu_cab_q
+    (int8_cab.int8_cab_blocks: channels-last INT8 inside, its means in one float pass);
+    the grid's node means stay fp32. README "INT8" has the measured speeds.
     """
     from mxnet.contrib.quantization import quantize_model_mkldnn
 
@@ -428,12 +431,17 @@ def quantize_int8(sym, arg: dict, aux: dict, calib_images: np.ndarray, batch_siz
     if not quantize_taps:
         excluded += [node["name"] for node in json.loads(sym.tojson())["nodes"]
                      if node["op"] == "FullyConnected" and node["name"].endswith("_taps")]
+    fp32_sym = sym
+    if int8_compiled and int8_cabs and ext.used_by(sym.tojson()):
+        from .int8_cab import int8_cab_blocks
+
+        sym, _ = int8_cab_blocks(sym, arg, aux, calib_images[:n], batch_size)
     qsym, qarg, qaux = quantize_model_mkldnn(sym=sym, arg_params=arg, aux_params=aux, ctx=mx.cpu(),
                                              excluded_sym_names=excluded, calib_mode="naive", calib_data=it,
                                              num_calib_examples=n, quantized_dtype="auto",
                                              label_names=None, logger=None)
     if int8_compiled:
-        qsym, qarg, _ = int8_compiled_ops(qsym, qarg, sym, arg, aux, calib_images[:n], batch_size)
+        qsym, qarg, _ = int8_compiled_ops(qsym, qarg, fp32_sym, arg, aux, calib_images[:n], batch_size)
     return qsym, qarg, qaux
 
 

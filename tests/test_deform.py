@@ -169,6 +169,17 @@ def test_float32_zero_offset_gradients_match_native_at_network_size(impl):
     assert _rel(fast_grads["data"], native_grads["data"]) < 1e-5
 
 
+def test_float32_fast_equals_native_with_16_filter_blocks():
+    """16 filters and a width of 32: the blend writes its rows in 16 x 16 register blocks
+    (AVX-512 builds; the float64 tests above take the scalar path)."""
+    rng = np.random.RandomState(8)
+    arrays = {"data": rng.randn(2, 8, 5, 32), "offset": rng.uniform(-2, 2, (2, 18, 5, 32)),
+              "dc_weight": rng.randn(16, 8, 3, 3), "dc_bias": rng.randn(16)}
+    native = _run(_dcn("native", 16), arrays, "float32")[0]
+    fast = _run(_dcn("fast", 16), arrays, "float32")[0]
+    assert _rel(fast, native) < 1e-5
+
+
 def _unit(impl, num_filter=4):
     return deformable_unit(mx.sym.Variable("data"), num_filter, "stack0_ll_conv", "stack0_ll_conv_offset",
                            impl=impl)

@@ -1,5 +1,6 @@
 """Deploy exports: plain-MXNet loading, BN folding, native/fast DCN, INT8, ONNX."""
 import json
+import re
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 
 from insightface_align import export as ex
 from insightface_align.data.testing import random_face, write_release_rec
+from insightface_align.int8_cab import find_cabs
 from insightface_align.model import HeatmapModel
 from insightface_align.recipe import load_recipe
 from insightface_align.train import RunSpec, TrainConfig, Trainer
@@ -184,8 +186,16 @@ def test_int8_quantises_the_deformable_gemms(dcn_ckpt):
     ups = [n for n in nodes if n["op"] == "sdu_deconv2x2_q"]
     assert len(ups) == deconvs > 0 and not any(n["op"] in ("Deconvolution", "sdu_deconv2x2") for n in nodes)
     assert all(float(n["attrs"]["data_min"]) < float(n["attrs"]["data_max"]) for n in ups)
+    # Every CAB (named by its output node (1, 1), *_w1_h1_mean, unlike the grid's own node
+    # (1, 1), staN_w1_h1_mean) is one sdu_cab_q; only the grid's 6 means per stack are left.
+    fp32_nodes = json.loads(fsym.tojson())["nodes"]
+    blocks = sum(n["op"] == "sdu_mean" and re.fullmatch(r".+_w1_h1_mean", n["name"]) is not None
+                 and re.fullmatch(r"sta\d+_w1_h1_mean", n["name"]) is None for n in fp32_nodes)
+    assert blocks >= 21 and len(find_cabs(json.loads(fsym.tojson()))) == blocks
+    assert sum(n["op"] == "sdu_cab_q" for n in nodes) == blocks and sum(n["op"] == "sdu_mean" for n in nodes) == 12
     floats = ex.quantize_int8(fsym, farg, faux, images, batch_size=8, int8_compiled=False)
     nodes = json.loads(floats[0].tojson())["nodes"]
+    assert not any(n["op"] == "sdu_cab_q" for n in nodes)
     gemms = [n for n in nodes if "fully_connected" in n["op"]]
     assert len(gemms) == 5 and all(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
     assert sum(n["op"] == "sdu_deform_unit" for n in nodes) == 5
@@ -293,7 +303,7 @@ def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys,
     assert "sdu_wino_conv" in (tmp_path / "m-winograd-symbol.json").read_text()
     out = capsys.readouterr().out
     assert "| int8 |" in out
-    assert ("5 deformable units and 6 deconvolutions as INT8 project operators" in out) != dcn_fp32
+    assert ("CABs, 5 deformable units and 6 deconvolutions as INT8 project operators" in out) != dcn_fp32
     assert main(["--prefix", prefix, "--epoch", str(epoch), "--out", out, "--int8"]) == 2
     assert "--int8 needs --calib-rec" in capsys.readouterr().err
 

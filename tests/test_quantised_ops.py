@@ -46,10 +46,11 @@ def _unit_q(x, weight, obias, bias, table_range, offset_range, **attrs):
 
 @pytest.mark.parametrize("signed", [False, True], ids=["uint8-input", "int8-input"])
 @pytest.mark.parametrize("exponent", [0, 3])
-def test_quantised_unit_equals_the_fp32_unit_on_its_quantised_operands(signed, exponent):
+@pytest.mark.parametrize("w,f", [(7, 5), (16, 16)], ids=["scalar-rows", "16x16-blocks"])
+def test_quantised_unit_equals_the_fp32_unit_on_its_quantised_operands(signed, exponent, w, f):
     ext.load()
     rng = np.random.RandomState(11)
-    x, weight, obias, bias = _unit_inputs(rng, signed=signed, exponent=exponent)
+    x, weight, obias, bias = _unit_inputs(rng, w=w, f=f, signed=signed, exponent=exponent)
     table = np.einsum("bchw,nc->bhwn", x.astype(np.float64), weight.astype(np.float64))
     taps, offsets = float(np.abs(table[..., 162:]).max()), float(np.abs(table[..., :162]).max())
     # The int8 table: integer products of the quantised input and weights, scaled onto
@@ -62,16 +63,17 @@ def test_quantised_unit_equals_the_fp32_unit_on_its_quantised_operands(signed, e
     want = mx.nd.sdu_deform_unit(mx.nd.array(table_q), mx.nd.array(obias), mx.nd.array(bias),
                                  offset_exponent=exponent).asnumpy()
     got = _unit_q(x, weight, obias, bias, taps, offsets, offset_exponent=exponent)
-    assert got.shape == want.shape == (2, 5, 6, 7) and got.dtype == np.float32
+    assert got.shape == want.shape == (2, f, 6, w) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     no_bias = _unit_q(x, weight, obias, None, taps, offsets, offset_exponent=exponent)
     np.testing.assert_allclose(no_bias + bias[None, :, None, None], got, rtol=1e-5, atol=1e-5)
     relu = _unit_q(x, weight, obias, bias, taps, offsets, offset_exponent=exponent, act_type="relu")
     np.testing.assert_array_equal(relu, np.maximum(got, 0))
-    # And close to the unquantised unit (smooth enough inputs: offsets under a pixel).
+    # And close to the unquantised unit on average (on random data, a sample whose offset
+    # rounds across a pixel moves its value a lot).
     fp32 = mx.nd.sdu_deform_unit(mx.nd.array(table), mx.nd.array(obias), mx.nd.array(bias),
                                  offset_exponent=exponent).asnumpy()
-    assert np.abs(got - fp32).max() < 0.1 * np.abs(fp32).max()
+    assert np.abs(got - fp32).mean() < 0.05 * np.abs(fp32).mean()
 
 
 def test_quantised_unit_sees_new_weights_and_batch_sizes():

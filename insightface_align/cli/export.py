@@ -116,10 +116,10 @@ def main(argv=None) -> int:
             ex.save_deploy(args.out + "-int8", qsym, qarg, qaux)
             written["int8"] = (args.out + "-int8", qsym, qarg, qaux)
             ops = [n["op"] for n in json.loads(qsym.tojson())["nodes"]]
-            units, ups = ops.count("sdu_deform_unit_q"), ops.count("sdu_deconv2x2_q")
+            cabs, units, ups = (ops.count(op) for op in ("sdu_cab_q", "sdu_deform_unit_q", "sdu_deconv2x2_q"))
             print(f"wrote {args.out}-int8 (calibrated on {len(images)} images of {args.calib_rec}"
-                  + (f"; {units} deformable units and {ups} deconvolutions as INT8 project operators"
-                     if units or ups else "") + ")")
+                  + (f"; {cabs} CABs, {units} deformable units and {ups} deconvolutions as INT8 project operators"
+                     if cabs or units or ups else "") + ")")
         if args.onnx:
             path = ex.export_onnx(sym, arg, aux, args.out + ".onnx")
             print(f"wrote {path}")

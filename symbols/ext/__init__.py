@@ -23,10 +23,10 @@ import tempfile
 from insightface_align.errors import AlignError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ("dcn_blend.cc", "deform_unit_q.cc", "mean.cc", "wino_conv.cc", "dw_conv.cc", "deconv2x2.cc")
-HEADERS = ("common.h", "dcn_table.h", "onednn.h", "qmatmul.h")
+SOURCES = ("cab_q.cc", "dcn_blend.cc", "deform_unit_q.cc", "mean.cc", "wino_conv.cc", "dw_conv.cc", "deconv2x2.cc")
+HEADERS = ("common.h", "dcn_table.h", "onednn.h", "qmatmul.h", "transpose16.h")
 LIBRARY = os.path.join(HERE, "libsdu_ops.so")
-OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_deform_unit_q", "sdu_mean", "sdu_wino_conv", "sdu_dw_conv", "sdu_deconv2x2", "sdu_deconv2x2_q")
+OPS = ("sdu_dcn_blend", "sdu_deform_unit", "sdu_deform_unit_q", "sdu_mean", "sdu_wino_conv", "sdu_dw_conv", "sdu_deconv2x2", "sdu_deconv2x2_q", "sdu_cab_q")
 # oneDNN (the `onednn-cpu-gomp` wheel pinned in requirements/common.txt) for sdu_wino_conv.
 ONEDNN_LIBRARY = "libdnnl.so.2"
 

@@ -12,9 +12,11 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
+#include "transpose16.h"
 #include "mxnet/lib_api.h"
 
 namespace sdu {
@@ -99,11 +101,47 @@ struct Dims {
 };
 
 
+// One image row of the blend's output: out_row[f * hw + x] = act(acc[x * F + f] * scale +
+// bias[f]) (act: ReLU or identity), in 16 x 16 register transposes when W and F allow.
+template <typename DType>
+inline void write_row(const DType* acc, int64_t W, int64_t F, int64_t hw, DType scale, const DType* bias, bool relu,
+                      DType* out_row) {
+#ifdef __AVX512F__
+  if (std::is_same<DType, float>::value && W % 16 == 0 && F % 16 == 0) {
+    const float* a = reinterpret_cast<const float*>(acc);
+    float* o = reinterpret_cast<float*>(out_row);
+    const __m512 vs = _mm512_set1_ps(static_cast<float>(scale)), zero = _mm512_setzero_ps();
+    for (int64_t f0 = 0; f0 < F; f0 += 16) {
+      const __m512 vb = bias ? _mm512_loadu_ps(reinterpret_cast<const float*>(bias) + f0) : zero;
+      for (int64_t x0 = 0; x0 < W; x0 += 16) {
+        __m512 r[16];
+        for (int j = 0; j < 16; ++j) {
+          r[j] = _mm512_fmadd_ps(_mm512_loadu_ps(a + (x0 + j) * F + f0), vs, vb);
+          if (relu) r[j] = _mm512_max_ps(r[j], zero);
+        }
+        transpose16(r);  // r[k]: column f0 + k, pixels x0..x0+15
+        for (int k = 0; k < 16; ++k) _mm512_storeu_ps(o + (f0 + k) * hw + x0, r[k]);
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t f = 0; f < F; ++f) {
+    const DType bf = bias ? bias[f] : DType(0);
+    DType* o = out_row + f * hw;
+    for (int64_t x = 0; x < W; ++x) {
+      const DType v = acc[x * F + f] * scale + bf;
+      o[x] = relu ? std::max(v, DType(0)) : v;
+    }
+  }
+}
+
 // TableT is DType, or int8_t for an INT8 table whose value is table_scale * entry (for a
-// DType table table_scale is 1, and multiplying by it changes no bit).
+// DType table table_scale is 1, and multiplying by it changes no bit). relu applies a
+// ReLU to the output (the INT8 unit's fused activation).
 template <typename DType, typename TableT = DType>
 void forward_impl(const Dims& d, const TableT* table, const DType* offset, const DType* bias, DType* out,
-                  DType table_scale = DType(1)) {
+                  DType table_scale = DType(1), bool relu = false) {
   const int64_t B = d.B, H = d.H, W = d.W, F = d.F, hw = H * W, S = d.stride;
 #pragma omp parallel
   {
@@ -132,12 +170,7 @@ void forward_impl(const Dims& d, const TableT* table, const DType* offset, const
                       w2 * static_cast<DType>(s2[f]) + w3 * static_cast<DType>(s3[f]);
           }
         }
-        DType* out_row = out + b * F * hw + y * W;
-        for (int64_t f = 0; f < F; ++f) {
-          const DType bf = bias ? bias[f] : DType(0);
-          DType* o = out_row + f * hw;
-          for (int64_t x = 0; x < W; ++x) o[x] = acc[x * F + f] * table_scale + bf;
-        }
+        write_row(acc.data(), W, F, hw, table_scale, bias, relu, out + b * F * hw + y * W);
       }
     }
   }

@@ -135,12 +135,7 @@ class DeformUnitQ : public CustomStatefulOp {
                                            static_cast<float>(p_.offset_scale), offset.get(), offset_unit);
     float* y = (*out)[0].data<float>();
     sdu::forward_impl<float, int8_t>(d, table_.data(), offset.get(), p_.bias ? (*in)[3].data<float>() : nullptr, y,
-                                     table_unit);
-    if (p_.relu) {
-      const int64_t n = B * d.F * hw;
-#pragma omp parallel for simd schedule(static)
-      for (int64_t i = 0; i < n; ++i) y[i] = std::max(y[i], 0.f);
-    }
+                                     table_unit, p_.relu);
     return MX_SUCCESS;
   }
 

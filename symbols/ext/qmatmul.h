@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -21,6 +23,7 @@
 #include "common.h"
 #include "mxnet/lib_api.h"
 #include "onednn.h"
+#include "transpose16.h"
 
 namespace sdu {
 
@@ -33,21 +36,51 @@ struct InputRange {
   float unit() const { return absmax() / (is_unsigned() ? 255.f : 127.f); }  // real value per step
 };
 
-// The data_min / data_max attributes (the input's calibrated range) of operator `op`.
-inline mxnet::ext::MXReturnValue range_attrs(const Attrs& attrs, const char* op, InputRange* r) {
-  if (!float_attr(attrs, "data_min", &r->min) || !float_attr(attrs, "data_max", &r->max) || !(r->absmax() > 0.f)) {
-    MX_ERROR_MSG << op << ": data_min and data_max must be numbers, not both zero (the input's calibrated range)";
+// The NAME_min / NAME_max attributes (a map's calibrated range; NAME "data" for the
+// operator's input) of operator `op`.
+inline mxnet::ext::MXReturnValue range_attrs(const Attrs& attrs, const char* op, InputRange* r,
+                                             const std::string& name = "data") {
+  if (!float_attr(attrs, (name + "_min").c_str(), &r->min) || !float_attr(attrs, (name + "_max").c_str(), &r->max) ||
+      !(r->absmax() > 0.f)) {
+    MX_ERROR_MSG << op << ": " << name << "_min and " << name << "_max must be numbers, not both zero (the "
+                 << (name == "data" ? std::string("input") : name) << "'s calibrated range)";
     return mxnet::ext::MX_FAIL;
   }
   return mxnet::ext::MX_SUCCESS;
 }
 
-// (B, C, hw) float -> (B * hw, C) rows of Q, in tiles of pixels so that one tile's
-// strided writes stay in cache.
+// (B, C, hw) float -> (B * hw, C) rows of Q (uint8 or int8), value = round(x * steps_per_unit)
+// saturated to [lo, hi]. With AVX-512 and C, hw multiples of 16: 16 x 16 blocks transposed
+// in registers, in tiles of 64 pixels so each plane is read in whole cache lines.
 template <typename Q>
 void quantise_pixel_major(const float* x, int64_t B, int64_t C, int64_t hw, float steps_per_unit, float lo,
                           float hi, Q* q) {
-  constexpr int64_t kTile = 64;
+#ifdef __AVX512F__
+  if (C % 16 == 0 && hw % 16 == 0) {
+    const int64_t tile = hw % 64 == 0 ? 64 : 16;
+    const __m512 steps = _mm512_set1_ps(steps_per_unit), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t0 = 0; t0 < hw; t0 += tile) {
+        for (int64_t c0 = 0; c0 < C; c0 += 16) {
+          for (int64_t p0 = t0; p0 < t0 + tile; p0 += 16) {
+            __m512 r[16];
+            for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(x + (b * C + c0 + k) * hw + p0);
+            transpose16(r);  // r[j]: pixel p0 + j, channels c0..c0+15
+            Q* rows = q + (b * hw + p0) * C + c0;
+            for (int j = 0; j < 16; ++j) {
+              const __m512i v = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(r[j], steps), vlo), vhi));
+              const __m128i bytes = std::is_same<Q, uint8_t>::value ? _mm512_cvtusepi32_epi8(v) : _mm512_cvtsepi32_epi8(v);
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(rows + j * C), bytes);
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
+#endif
+  constexpr int64_t kTile = 64;  // pixels per tile: one tile's strided writes stay in cache
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t p0 = 0; p0 < hw; p0 += kTile) {
