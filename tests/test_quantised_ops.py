@@ -117,22 +117,23 @@ def test_quantised_unit_rejects_bad_attributes_and_shapes():
 
 @pytest.mark.parametrize("signed", [False, True], ids=["uint8-input", "int8-input"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
-def test_quantised_deconvolution_equals_the_fp32_one_on_its_quantised_operands(signed, relu):
+@pytest.mark.parametrize("h,w,o", [(5, 7, 10), (3, 16, 8)], ids=["scalar-copy", "8x8-blocks"])
+def test_quantised_deconvolution_equals_the_fp32_one_on_its_quantised_operands(signed, relu, h, w, o):
     ext.load()
     rng = np.random.RandomState(13)
-    x = rng.uniform(-1.0 if signed else 0.0, 2.0, (2, 24, 5, 7)).astype(np.float32)
-    w = rng.randn(24, 10, 2, 2).astype(np.float32)
-    b = rng.randn(10).astype(np.float32)
+    x = rng.uniform(-1.0 if signed else 0.0, 2.0, (2, 24, h, w)).astype(np.float32)
+    weight = rng.randn(24, o, 2, 2).astype(np.float32)
+    b = rng.randn(o).astype(np.float32)
     act = "relu" if relu else "none"
     xs, x_unit = _input_steps(x, x.min(), x.max())
-    ws, w_unit = _column_steps(w.reshape(24, 40))
-    want = mx.nd.sdu_deconv2x2(mx.nd.array(xs * x_unit), mx.nd.array((ws * w_unit).reshape(24, 10, 2, 2)),
-                               mx.nd.array(b), num_filter=10, act_type=act).asnumpy()
-    got = mx.nd.sdu_deconv2x2_q(mx.nd.array(x), mx.nd.array(w), mx.nd.array(b), num_filter=10, act_type=act,
+    ws, w_unit = _column_steps(weight.reshape(24, 4 * o))
+    want = mx.nd.sdu_deconv2x2(mx.nd.array(xs * x_unit), mx.nd.array((ws * w_unit).reshape(24, o, 2, 2)),
+                               mx.nd.array(b), num_filter=o, act_type=act).asnumpy()
+    got = mx.nd.sdu_deconv2x2_q(mx.nd.array(x), mx.nd.array(weight), mx.nd.array(b), num_filter=o, act_type=act,
                                 data_min=float(x.min()), data_max=float(x.max())).asnumpy()
-    assert got.shape == (2, 10, 10, 14)
+    assert got.shape == (2, o, 2 * h, 2 * w)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-    fp32 = mx.nd.sdu_deconv2x2(mx.nd.array(x), mx.nd.array(w), mx.nd.array(b), num_filter=10, act_type=act)
+    fp32 = mx.nd.sdu_deconv2x2(mx.nd.array(x), mx.nd.array(weight), mx.nd.array(b), num_filter=o, act_type=act)
     assert np.abs(got - fp32.asnumpy()).max() < 0.02 * np.abs(fp32.asnumpy()).max()
 
 

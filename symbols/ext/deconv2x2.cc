@@ -26,6 +26,7 @@
 
 #include "common.h"
 #include "qmatmul.h"
+#include "transpose16.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;
@@ -158,6 +159,32 @@ class Deconv2x2Q : public CustomStatefulOp {
     // every output plane's rows 2y and 2y+1 are written in order.
     float* dst = (*out)[0].data<float>();
     const int64_t W2 = 2 * W;
+#ifdef __AVX512F__
+    if (W % 8 == 0 && O % 4 == 0) {
+      // Each product row is 2O (j = 0, j = 1) float pairs, column c = 2o + i; output row
+      // (o, 2y + i) is column c over the W pixels. So 8 x 8 blocks of pairs, as 64-bit
+      // values, transpose in registers straight into the output rows.
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t yy = 0; yy < H; ++yy) {
+          const double* pairs = reinterpret_cast<const double*>(product_.data() + (b * hw + yy * W) * N);
+          for (int64_t c0 = 0; c0 < 2 * O; c0 += 8) {
+            for (int64_t x0 = 0; x0 < W; x0 += 8) {
+              __m512d r[8];
+              for (int k = 0; k < 8; ++k) r[k] = _mm512_loadu_pd(pairs + (x0 + k) * 2 * O + c0);
+              sdu::transpose8(r);  // r[m]: pair column c0 + m at pixels x0..x0+7
+              for (int m = 0; m < 8; ++m) {
+                const int64_t o = (c0 + m) / 2, i = (c0 + m) % 2;
+                _mm512_storeu_pd(reinterpret_cast<double*>(dst + ((b * O + o) * 2 * H + 2 * yy + i) * W2 + 2 * x0),
+                                 r[m]);
+              }
+            }
+          }
+        }
+      }
+      return MX_SUCCESS;
+    }
+#endif
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t yy = 0; yy < H; ++yy) {
