@@ -105,8 +105,7 @@ def _fusable_neighbours(nodes: list, cab: _Match, consumers: dict, heads: set) -
 
 
 def _is_max_pool2(node: dict) -> bool:
-    attrs = node.get("attrs", {})
-    attrs = dict({"pad": "(0, 0)"}, **attrs)  # MXNet's default padding is none
+    attrs = dict({"pad": "(0, 0)"}, **node.get("attrs", {}))  # MXNet's default padding is none
     return (node["op"] == "Pooling" and all(attrs.get(k) == v for k, v in MAX_POOL_2X2.items())
             and attrs.get("global_pool", "False") == "False" and attrs.get("pooling_convention", "valid") == "valid")
 
