@@ -178,13 +178,7 @@ class QConv {
     std::vector<float> scales(O);
     acc_unit_.resize(O);
     for (int64_t o = 0; o < O; ++o) {
-      const float* w = weight + o * per_out;
-      float m = 0.f;
-      for (int64_t k = 0; k < per_out; ++k) m = std::max(m, std::fabs(w[k]));
-      const float w_unit = m > 0.f ? m / 127.f : 1.f;
-      for (int64_t k = 0; k < per_out; ++k)
-        wq[o * per_out + k] =
-            static_cast<int8_t>(static_cast<int32_t>(sdu::round_saturate(w[k] / w_unit, -127.f, 127.f)));
+      const float w_unit = sdu::quantise_channel(weight + o * per_out, per_out, 1, wq.data() + o * per_out, 1);
       acc_unit_[o] = src.unit() * w_unit;
       scales[o] = acc_unit_[o] / dst.unit();
     }

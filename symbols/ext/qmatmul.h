@@ -49,6 +49,18 @@ inline mxnet::ext::MXReturnValue range_attrs(const Attrs& attrs, const char* op,
   return mxnet::ext::MX_SUCCESS;
 }
 
+// One output channel's weights w[i * stride], i < count, as int8 steps q[i * q_stride]
+// over its own max |w| (symmetric, as MXNet quantises weights); returns the real value
+// of one step.
+inline float quantise_channel(const float* w, int64_t count, int64_t stride, int8_t* q, int64_t q_stride) {
+  float m = 0.f;
+  for (int64_t i = 0; i < count; ++i) m = std::max(m, std::fabs(w[i * stride]));
+  const float unit = m > 0.f ? m / 127.f : 1.f;
+  for (int64_t i = 0; i < count; ++i)
+    q[i * q_stride] = static_cast<int8_t>(static_cast<int32_t>(round_saturate(w[i * stride] / unit, -127.f, 127.f)));
+  return unit;
+}
+
 // (B, C, hw) float -> (B * hw, C) rows of Q (uint8 or int8), value = round(x * steps_per_unit)
 // saturated to [lo, hi]. With AVX-512 and C, hw multiples of 16: 16 x 16 blocks transposed
 // in registers, in tiles of 64 pixels so each plane is read in whole cache lines.
@@ -111,12 +123,7 @@ class QuantisedMatmul {
     std::vector<int8_t> wq(K * N);  // (K, N) row-major
     std::vector<float> scales(N);
     for (int64_t n = 0; n < N; ++n) {
-      float m = 0.f;
-      for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(weight[k * k_stride + n * n_stride]));
-      const float w_unit = m > 0.f ? m / 127.f : 1.f;
-      for (int64_t k = 0; k < K; ++k)
-        wq[k * N + n] = static_cast<int8_t>(
-            static_cast<int32_t>(round_saturate(weight[k * k_stride + n * n_stride] / w_unit, -127.f, 127.f)));
+      const float w_unit = quantise_channel(weight + n * n_stride, K, k_stride, wq.data() + n, N);
       scales[n] = range.unit() * w_unit / real_per_dst_step[n];
     }
     scales_ = scales;

@@ -2,7 +2,7 @@
 // operators' moves between NCHW float maps and pixel-major (NHWC) rows. Strided scalar moves cost
 // ~1 ns per value here (as much as MXNet's own reorders); whole 16 x 16 blocks move at
 // register speed. Callers keep a scalar path for shapes that are not multiples of 16 and
-// for builds without AVX-512 (kTranspose16 false).
+// for builds without AVX-512 (the helpers exist only when __AVX512F__ is defined).
 #ifndef SDU_EXT_TRANSPOSE16_H_
 #define SDU_EXT_TRANSPOSE16_H_
 
@@ -13,8 +13,6 @@
 namespace sdu {
 
 #ifdef __AVX512F__
-constexpr bool kTranspose16 = true;
-
 // r[i] holds row i of a 16 x 16 block; afterwards r[j] holds column j.
 inline void transpose16(__m512 r[16]) {
   __m512 t[16], u[16];
@@ -60,8 +58,6 @@ inline void transpose8(__m512d r[8]) {
     r[first[k] + 4] = _mm512_shuffle_f64x2(u[k], u[4 + k], 0xdd);
   }
 }
-#else
-constexpr bool kTranspose16 = false;
 #endif
 
 }  // namespace sdu
