@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed-$(MXNET)
 # The project's compiled MXNet operators (fast deformable conv blend), built for this CPU.
 EXT := symbols/ext/libsdu_ops.so
 INSTALLED := $(STAMP) $(EXT)
+FAN_VENV := .venv-fan
+FAN_STAMP := $(FAN_VENV)/.installed
 # Tests use one OpenMP thread per process: two pytest workers fill the two cores.
 TEST_ENV := OMP_NUM_THREADS=1 MXNET_ENGINE_TYPE=NaiveEngine
 # Jobs use one OpenMP thread per core. Left unset, MXNet picks fewer on small machines (the demo
@@ -27,7 +29,7 @@ SYNTH_TEST ?= 300
 WORKERS ?= 2
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
-.PHONY: install test demo bench bench-data data-synth data-synth-2d data-synth-3d data-2d data-3d \
+.PHONY: install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
 	train-2d train-3d stats clean help
 
 help:
@@ -39,7 +41,8 @@ help:
 	@echo "make train-2d [DATA=data/2d] [GPUS=0,1] [RECIPE=sdu-2d]   (no DATA: synthetic set)"
 	@echo "make train-3d [DATA=data/3d] [GPUS=0,1] [RECIPE=sdu-3d]   (no DATA: synthetic set)"
 	@echo "make stats                Table 1 of the paper for every recipe"
-	@echo "make bench                benchmarks (slow; not part of the tests)"
+	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
+	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
 
 install: $(INSTALLED)
 
@@ -92,10 +95,19 @@ train-3d: $(INSTALLED) $(if $(DATA),,data/synth3d/train.rec)
 stats: $(INSTALLED)
 	$(RUN_ENV) $(PY) tools/model_stats.py
 
-bench: $(INSTALLED)
+bench: $(INSTALLED) $(FAN_STAMP)
 	$(RUN_ENV) $(PY) tools/bench.py dcn
 	$(RUN_ENV) $(PY) tools/bench.py train
-	$(RUN_ENV) $(PY) tools/bench.py infer
+	$(RUN_ENV) $(PY) tools/bench.py infer --fan-python $(FAN_VENV)/bin/python
+
+# PyTorch + face-alignment in a venv of their own (1.6 GB; bench only, never next to MXNet).
+fan-gauge: $(FAN_STAMP)
+
+$(FAN_STAMP): requirements/fan-gauge.txt
+	test -x $(FAN_VENV)/bin/python || $(PYTHON) -m venv $(FAN_VENV)
+	$(FAN_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/fan-gauge.txt
+	$(FAN_VENV)/bin/python -c "import torch, face_alignment.models; print('torch', torch.__version__)"
+	touch $@
 
 bench-data: $(INSTALLED) data/synth2d/train.rec
 	$(RUN_ENV) $(PY) tools/bench_data.py --rec data/synth2d/train.rec

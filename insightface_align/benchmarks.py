@@ -102,13 +102,15 @@ def _fractional_offsets(args: dict, seed: int = 0) -> dict:
             for k, v in args.items()}
 
 
-def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
+def _infer_variants(width: float, calib_images: np.ndarray, only: tuple = ()) -> dict:
     """name -> (symbol, args, aux): sdu-2d with stock operators (native or portable DCN,
     standard means) and with the compiled CPU operators (fast DCN, fused means; also BN
     folded, the --winograd graph, INT8 with MXNet's INT8 operators only, with the
     project's INT8 units and deconvolutions, and with those and the INT8 CABs: the
     --int8 export), and hourglass2-resnet. The
-    fast/portable graphs are the export's (tap GEMM weights frozen into parameters)."""
+    fast/portable graphs are the export's (tap GEMM weights frozen into parameters).
+    `only`: keep the variants whose name contains one of these strings (case-insensitive);
+    the others are not even built (the INT8 ones take a minute each to calibrate)."""
     from symbols.network import get_symbol
 
     from .export import fold_batchnorm, freeze_tap_weights, quantize_int8, fast_cpu_convolutions
@@ -126,31 +128,61 @@ def _infer_variants(width: float, calib_images: np.ndarray) -> dict:
     args, aux = init(cpu_ops)
     args = _fractional_offsets(args)
     stock = sdu.replace(mean_impl="standard")
-    portable = freeze_tap_weights(get_symbol(stock.replace(dcn_impl="portable")), args, aux)[:3]
     fast = freeze_tap_weights(cpu_ops, args, aux)[:3]
     folded = fold_batchnorm(fast[0], dict(fast[1]), dict(fast[2]))[:3]  # it pops folded BNs from aux
-    variants = {"sdu-2d native DCN (stock ops)": (get_symbol(stock.replace(dcn_impl="native")), args, aux),
-                "sdu-2d portable DCN (stock ops)": portable,
-                "sdu-2d cpu ops (fast DCN, fused means)": fast,
-                "sdu-2d cpu ops + BN folded": folded,
-                "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": fast_cpu_convolutions(*folded)[:3],
-                "sdu-2d INT8, MXNet's INT8 operators only": quantize_int8(*folded, calib_images, batch_size=8,
-                                                                            int8_compiled=False),
-                "sdu-2d INT8, CABs as MXNet's INT8 operators": quantize_int8(*folded, calib_images, batch_size=8,
-                                                                                int8_cabs=False),
-                "sdu-2d INT8 (cpu ops, folded)": quantize_int8(*folded, calib_images, batch_size=8)}
-    hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
-    variants["hourglass2-resnet"] = (hg,) + init(hg)
-    return variants
+
+    def hourglass():
+        hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
+        return (hg,) + init(hg)
+
+    builders = {
+        "sdu-2d native DCN (stock ops)": lambda: (get_symbol(stock.replace(dcn_impl="native")), args, aux),
+        "sdu-2d portable DCN (stock ops)":
+            lambda: freeze_tap_weights(get_symbol(stock.replace(dcn_impl="portable")), args, aux)[:3],
+        "sdu-2d cpu ops (fast DCN, fused means)": lambda: fast,
+        "sdu-2d cpu ops + BN folded": lambda: folded,
+        "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": lambda: fast_cpu_convolutions(*folded)[:3],
+        "sdu-2d INT8, MXNet's INT8 operators only":
+            lambda: quantize_int8(*folded, calib_images, batch_size=8, int8_compiled=False),
+        "sdu-2d INT8, CABs as MXNet's INT8 operators":
+            lambda: quantize_int8(*folded, calib_images, batch_size=8, int8_cabs=False),
+        "sdu-2d INT8 (cpu ops, folded)": lambda: quantize_int8(*folded, calib_images, batch_size=8),
+        "hourglass2-resnet": hourglass}
+    wanted = [name for name in builders if not only or any(o.lower() in name.lower() for o in only)]
+    if not wanted:
+        raise ValueError(f"--only {' '.join(only)} matches no variant; the variants are: {', '.join(builders)}")
+    return {name: builders[name]() for name in wanted}
 
 
-def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, calib: int = 64) -> dict:
-    """Per-face latency at batch 1 and throughput at batch `big_batch`, every variant side by side."""
+FAN_ROW = "FAN-4 (face-alignment, PyTorch, 256 px input)"
+
+
+def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, calib: int = 64,
+                fan_python: str | None = None, only: tuple = ()) -> dict:
+    """Per-face latency at batch 1 and throughput at batch `big_batch`, every variant side by side.
+
+    With `fan_python` (an interpreter with torch and face-alignment), a 4-stack FAN with
+    random weights runs in that interpreter as one more variant of the same rounds: the
+    issue's INT8 goal is "half of FAN", and only a side-by-side ratio survives VM drift.
+    `only` selects variants by name (see _infer_variants).
+    """
+    from .fan_gauge import FanGauge
+
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    fan = FanGauge(fan_python, threads) if fan_python else None
+    try:
+        return _bench_infer(width, repeats, big_batch, big_repeats, calib, fan, only)
+    finally:
+        if fan is not None:
+            fan.close()
+
+
+def _bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, calib: int, fan, only: tuple) -> dict:
     from .model import HeatmapModel
 
     rng = np.random.RandomState(0)
     calib_images = rng.uniform(0, 255, (calib, 3, 128, 128)).astype(np.float32)
-    variants = _infer_variants(width, calib_images)
+    variants = _infer_variants(width, calib_images, only)
     one = rng.uniform(0, 255, (1, 3, 128, 128)).astype(np.float32)
     many = rng.uniform(0, 255, (big_batch, 3, 128, 128)).astype(np.float32)
     results = {}
@@ -161,12 +193,19 @@ def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, ca
     for m in models.values():
         m(one)  # warm-up
     times = {name: {"cold": [], "warm": []} for name in models}
+    if fan is not None:
+        times[FAN_ROW] = {"cold": [], "warm": []}
+        fan.pair()  # warm-up
     for _ in range(repeats):
         for name, m in models.items():
             for kind in ("cold", "warm"):
                 start = time.perf_counter()
                 m(one)
                 times[name][kind].append(time.perf_counter() - start)
+        if fan is not None:
+            cold, warm = fan.pair()
+            times[FAN_ROW]["cold"].append(cold)
+            times[FAN_ROW]["warm"].append(warm)
     for name, ts in times.items():
         results[name] = {"latency_s": round(statistics.median(ts["warm"]), 4),
                          "latency_cold_s": round(statistics.median(ts["cold"]), 4)}
@@ -185,22 +224,37 @@ def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, ca
         results[name]["batch_seconds_per_face"] = round(med / big_batch, 4)
         results[name]["peak_rss_gb_so_far"] = round(peak_rss_gb(), 1)
         del m
-    base = results["sdu-2d cpu ops (fast DCN, fused means)"]["latency_s"]
+    if fan is not None:
+        med = statistics.median(fan.batch(big_batch, big_repeats))
+        results[FAN_ROW].update(throughput_faces_per_s=round(big_batch / med, 2),
+                                batch_seconds_per_face=round(med / big_batch, 4))
+    base = results.get("sdu-2d cpu ops (fast DCN, fused means)", {}).get("latency_s")
+    fan_latency = results[FAN_ROW]["latency_s"] if fan is not None else None
     for row in results.values():
-        row["latency_vs_fast"] = round(row["latency_s"] / base, 2)
+        if base:
+            row["latency_vs_fast"] = round(row["latency_s"] / base, 2)
+        if fan_latency:
+            row["latency_vs_fan"] = round(row["latency_s"] / fan_latency, 3)
     return {"width": width, "repeats": repeats, "big_batch": big_batch,
             "engine": os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "variants": results}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "fan": fan.info if fan is not None else None, "variants": results}
 
 
 def infer_table(summary: dict) -> str:
-    lines = [f"MXNet engine: {summary.get('engine', '?')}", "",
-             "| model | latency s/face (batch 1) | x cpu ops | cold-cache latency | "
-             f"faces/s (batch {summary['big_batch']}) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    fan = summary.get("fan")
+    lines = [f"MXNet engine: {summary.get('engine', '?')}"]
+    if fan:
+        lines.append(f"FAN gauge: {fan['model']} on {tuple(fan['input'])}, torch {fan['torch']}, "
+                     f"{fan['threads']} threads")
+    lines += ["", "| model | latency s/face (batch 1) | x cpu ops |" + (" x FAN |" if fan else "")
+              + f" cold-cache latency | faces/s (batch {summary['big_batch']}) |",
+              "| --- | ---: | ---: |" + (" ---: |" if fan else "") + " ---: | ---: |"]
     for name, row in summary["variants"].items():
-        lines.append(f"| {name} | {row['latency_s']:.3f} | {row['latency_vs_fast']:.2f} | "
-                     f"{row.get('latency_cold_s', float('nan')):.3f} | "
+        vs_fast = f"{row['latency_vs_fast']:.2f}" if "latency_vs_fast" in row else "-"
+        lines.append(f"| {name} | {row['latency_s']:.3f} | {vs_fast} |"
+                     + (f" {row['latency_vs_fan']:.3f} |" if fan else "")
+                     + f" {row.get('latency_cold_s', float('nan')):.3f} | "
                      f"{row.get('throughput_faces_per_s', float('nan')):.2f} |")
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@
     python tools/bench.py dcn --json out.json --repeats 3 --batch 8
     python tools/bench.py train               # sdu-2d step: data iterator vs a fixed batch
     python tools/bench.py infer               # latency/throughput: native, fast, folded, Winograd, INT8, hourglass
+                                              # (and a 4-stack FAN in .venv-fan: make fan-gauge)
 
 `dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
 a training step (forward + backward + SGD update of an MSE loss on every stack's
@@ -230,6 +231,13 @@ def main(argv=None) -> int:
     infer.add_argument("--big-batch", type=int, default=32)
     infer.add_argument("--big-repeats", type=int, default=3)
     infer.add_argument("--json", metavar="PATH")
+    infer.add_argument("--fan-python", metavar="PY", default=None,
+                       help="interpreter with torch and face-alignment that times a 4-stack FAN side by side "
+                            "(default: .venv-fan/bin/python when `make fan-gauge` built it)")
+    infer.add_argument("--no-fan", action="store_true", help="leave the FAN row out")
+    infer.add_argument("--only", nargs="+", default=(), metavar="TEXT",
+                       help="time only the variants whose name contains one of these (e.g. --only INT8 winograd); "
+                            "fewer models in the process, as a deployment runs one")
     args = parser.parse_args(argv)
     if args.command == "train":
         from insightface_align.benchmarks import bench_train, train_table
@@ -239,7 +247,16 @@ def main(argv=None) -> int:
     elif args.command == "infer":
         from insightface_align.benchmarks import bench_infer, infer_table
 
-        summary = bench_infer(args.width, args.repeats, args.big_batch, args.big_repeats)
+        from insightface_align.fan_gauge import DEFAULT_PYTHON
+
+        fan_python = None if args.no_fan else args.fan_python
+        if fan_python is None and not args.no_fan:
+            if os.path.exists(DEFAULT_PYTHON):
+                fan_python = DEFAULT_PYTHON
+            else:
+                print(f"FAN gauge skipped: {DEFAULT_PYTHON} is not built (make fan-gauge)", file=sys.stderr)
+        summary = bench_infer(args.width, args.repeats, args.big_batch, args.big_repeats, fan_python=fan_python,
+                              only=tuple(args.only))
         print(infer_table(summary))
     else:
         if args.repeats < 1 or args.infer_repeats < 1 or args.batch < 1 or args.infer_batch < 1:
