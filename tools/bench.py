@@ -26,6 +26,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# MXNet reads OMP_NUM_THREADS once, when it loads. Left unset it ran one thread on this 2-core
+# machine while the FAN gauge took both (README "Inference speed"): default to one per core, as
+# `make bench` sets it, so every variant and the gauge run with the same count.
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -246,7 +250,6 @@ def main(argv=None) -> int:
         print(train_table(summary))
     elif args.command == "infer":
         from insightface_align.benchmarks import bench_infer, infer_table
-
         from insightface_align.fan_gauge import DEFAULT_PYTHON
 
         fan_python = None if args.no_fan else args.fan_python
