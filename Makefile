@@ -9,7 +9,8 @@ MXNET ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(MXNET)
 # The project's compiled MXNet operators (fast deformable conv blend), built for this CPU.
 EXT := symbols/ext/libsdu_ops.so
-INSTALLED := $(STAMP) $(EXT)
+GL_STAMP := $(VENV)/.gl-ok
+INSTALLED := $(STAMP) $(EXT) $(GL_STAMP)
 FAN_VENV := .venv-fan
 FAN_STAMP := $(FAN_VENV)/.installed
 # Tests use one OpenMP thread per process: two pytest workers fill the two cores.
@@ -45,6 +46,17 @@ help:
 	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
 
 install: $(INSTALLED)
+
+# Offscreen OpenGL for the synthetic-face renderer: Mesa's EGL and llvmpipe (Debian packages).
+GL_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libgbm1
+$(GL_STAMP):
+	@mkdir -p $(VENV)
+	@if ldconfig -p | grep -q libEGL_mesa.so.0 && ldconfig -p | grep -q 'libGL.so.1 '; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Mesa (offscreen OpenGL): $(GL_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GL_PACKAGES) >/dev/null; \
+	else echo "error: the synthetic renderer needs Mesa's EGL: install $(GL_PACKAGES) (as root)"; exit 2; fi
+	touch $@
 
 $(EXT): $(wildcard symbols/ext/*.cc symbols/ext/*.h) | $(STAMP)
 	$(PY) -m symbols.ext --check

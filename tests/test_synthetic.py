@@ -20,7 +20,10 @@ from insightface_align.synthetic import SynthConfig, generate_folder, item_name,
 from insightface_align.synthetic import clutter
 from insightface_align.synthetic.generate import sample_pose
 from insightface_align.synthetic.morph import EXPRESSIONS, N_IDENTITY, Morph, apply_morph
-from insightface_align.synthetic.render import debug_dot_colour
+from insightface_align.synthetic.generate import debug_dot_colour, jaw_contour
+from insightface_align.synthetic.gl_render import renderer
+from insightface_align.synthetic.look import sample_look
+from insightface_align.synthetic import scene
 from insightface_align.synthetic.template import landmark_xy, template_head
 
 # The 68-point horizontal flip permutation (DESIGN.md): index i becomes FLIP[i].
@@ -68,24 +71,47 @@ def test_template_follows_ibug_semantics():
 
 
 def test_rendered_head_has_no_holes():
+    """Inside the landmark hull every pixel is covered by the person (mouth cavity included)."""
     cfg = SynthConfig(mode="2d", debug_dots=False, occlusion_prob=0.0)
     face = make_face(11, 0, cfg, pose=(0.0, 0.0, 0.0), morph=NEUTRAL)
-    # Re-render on a flat unusual background: no background pixel may show inside the face.
-    from insightface_align.synthetic.render import render_head, sample_look
-    img = np.full((256, 256, 3), (0, 255, 0), np.uint8)
-    look = sample_look(np.random.default_rng(0))
-    verts = apply_morph(template_head(), NEUTRAL)
-    render_head(img, template_head(), verts, face.camera, look)
-    mask = cv2.erode(clutter.face_mask(face.points, 256), np.ones((3, 3), np.uint8))
-    inner = np.all(img == (0, 255, 0), axis=2) & (mask > 0)
-    assert mask.sum() > 5000 and inner.sum() == 0
+    rng = np.random.default_rng(0)
+    look = sample_look(rng)
+    head = template_head()
+    opened = Morph(np.zeros(N_IDENTITY), _expr(mouth_open=1.0))
+    for morph in (NEUTRAL, opened):
+        verts = apply_morph(head, morph)
+        meshes = [scene.head_mesh(head, verts, face.camera, look, rng)]
+        meshes += scene.mouth_meshes(verts, face.camera, look, rng)
+        _, alpha, depth = renderer().render(meshes, scene.sample_lighting(rng), face.camera.focal,
+                                            face.camera.cx, face.camera.cy, 256)
+        uv, _ = face.camera.project(verts[:68])
+        mask = cv2.erode(clutter.face_mask(uv, 256), np.ones((3, 3), np.uint8)) > 0
+        assert mask.sum() > 5000
+        assert alpha[mask].min() > 0.999 and np.isfinite(depth[mask]).all()
+
+
+def test_smooth_shading_has_no_flat_facets():
+    """Per-pixel shading: neighbouring skin pixels on the cheek differ by little (no steps)."""
+    cfg = SynthConfig(mode="2d", debug_dots=True)
+    face = make_face(11, 1, cfg, pose=(0.0, 0.0, 0.0), morph=NEUTRAL)
+    grey = cv2.cvtColor(face.image, cv2.COLOR_BGR2GRAY).astype(float)
+    cheek = face.points[[2, 3, 31, 41]].mean(axis=0).astype(int)
+    patch = grey[cheek[1] - 5:cheek[1] + 6, cheek[0] - 5:cheek[0] + 6]
+    assert np.abs(np.diff(patch, axis=1)).max() < 25
+
+
+def _expr(**values) -> np.ndarray:
+    e = np.zeros(len(EXPRESSIONS))
+    for name, v in values.items():
+        e[EXPRESSIONS.index(name)] = v
+    return e
 
 
 def test_expressions_move_the_right_landmarks():
     head = template_head()
     rest = apply_morph(head, NEUTRAL)
-    opened = apply_morph(head, Morph(np.zeros(N_IDENTITY), np.array([1.0, 0, 0, 0, 0])))
-    closed = apply_morph(head, Morph(np.zeros(N_IDENTITY), np.array([0, 0, 0, 1.0, 1.0])))
+    opened = apply_morph(head, Morph(np.zeros(N_IDENTITY), _expr(mouth_open=1.0)))
+    closed = apply_morph(head, Morph(np.zeros(N_IDENTITY), _expr(close_right=1.0, close_left=1.0)))
     gap = lambda v: np.linalg.norm(v[62] - v[66])  # noqa: E731
     assert gap(opened) > gap(rest) + 10.0
     np.testing.assert_allclose(opened[17:48], rest[17:48])  # the upper face stays put
@@ -147,8 +173,35 @@ def test_pose_ranges_per_mode():
     rng = np.random.default_rng(0)
     yaw2 = np.array([sample_pose(rng, "2d")[1] for _ in range(400)])
     yaw3 = np.array([sample_pose(rng, "3d")[1] for _ in range(400)])
-    assert np.abs(yaw2).max() <= 45.0 and np.abs(yaw2).max() > 35.0
+    assert np.abs(yaw2).max() <= 60.0 and np.abs(yaw2).max() > 50.0
     assert np.abs(yaw3).max() <= 90.0 and np.sum(np.abs(yaw3) > 60) > 40
+
+
+def test_jaw_contour_follows_the_silhouette_on_a_turned_face():
+    """2D labels put the far-side jaw on the cheek's outline; 3D labels keep the 3D point."""
+    head = template_head()
+    for yaw in (40.0, -40.0):
+        face2 = make_face(5, 1, SynthConfig(mode="2d", debug_dots=True), pose=(0.0, yaw, 0.0), morph=NEUTRAL)
+        projected, _ = face2.camera.project(apply_morph(head, NEUTRAL)[:68])
+        np.testing.assert_allclose(face2.points[17:], projected[17:])
+        far = np.arange(9, 17) if yaw > 0 else np.arange(0, 8)
+        near = np.arange(0, 8) if yaw > 0 else np.arange(9, 17)
+        outward = 1.0 if yaw > 0 else -1.0
+        moved = (face2.points[far, 0] - projected[far, 0]) * outward
+        assert (moved > 2.0).sum() >= 4  # hidden 3D points replaced by outline points
+        assert np.all(moved >= -1e-6)
+        np.testing.assert_allclose(face2.points[near], projected[near], atol=1e-6)
+        # Each moved point is on the head's outline: head just inside, something farther out.
+        depth = face2.extra["body_depth"]
+        for j in far[moved > 2.0]:
+            x, y = face2.points[j]
+            inside = depth[int(round(y)), int(round(x - 2 * outward))]
+            outside = depth[int(round(y)), int(round(x + 3 * outward))]
+            assert np.isfinite(inside) and (not np.isfinite(outside) or outside > inside + 10.0), j
+    # The rule is the identity on a frontal face.
+    cam = make_face(5, 1, SynthConfig(mode="3d"), pose=(0.0, 0.0, 0.0), morph=NEUTRAL).camera
+    uv, _ = cam.project(apply_morph(head, NEUTRAL)[:17])
+    np.testing.assert_allclose(jaw_contour(head, NEUTRAL, cam), uv, atol=0.05)
 
 
 # ---------------------------------------------------------------- files
@@ -256,8 +309,12 @@ def test_occluded_flags_follow_the_occluder():
     faces = [make_face(17, i, cfg) for i in range(6)]
     assert all(0.0 <= f.coverage <= 0.4 for f in faces)
     assert sum(f.occluded.any() for f in faces) >= 3
-    assert not any(make_face(17, i, SynthConfig(mode="2d", occlusion_prob=0.0)).occluded.any()
-                   for i in range(3))
+    # Without pasted occluders only worn things (glasses, hats, long hair) can hide points.
+    for i in range(8):
+        face = make_face(17, i, SynthConfig(mode="2d", occlusion_prob=0.0))
+        look = face.extra["look"]
+        worn = look.glasses != "none" or look.hat or look.hairstyle in ("medium", "long")
+        assert worn or not face.occluded.any(), i
 
 
 # ---------------------------------------------------------------- CLI and speed
@@ -289,5 +346,5 @@ def test_generation_speed_sanity():
     start = time.perf_counter()
     for i in range(20):
         make_face(0, i, SynthConfig(mode="3d"))
-    # ~0.04 s per image on one idle core; generous bound for a shared machine.
-    assert time.perf_counter() - start < 12.0
+    # ~0.15 s per image on this machine; generous bound for a shared machine.
+    assert time.perf_counter() - start < 20.0

@@ -21,11 +21,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("2d", "3d"), required=True,
-                   help="2d: semi-frontal (|yaw| <= 45), NAME.jpg + NAME.pts (300-W); "
+                   help="2d: |yaw| <= 60, 300-W labels (jaw on its seen outline), NAME.jpg + NAME.pts; "
                         "3d: yaw up to +/-90, imageNNNNN.jpg + .mat (AFLW2000-3D)")
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--count", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="data set seed (image i depends on seed and i only)")
+    p.add_argument("--start", type=int, default=0,
+                   help="index of the first image (default 0): chunks of one big set")
     p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                    help="worker processes (default: min(2, CPUs))")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
@@ -39,6 +41,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be >= 1")
+    if args.start < 0:
+        p.error("--start must be >= 0")
     if args.workers < 1:
         p.error("--workers must be >= 1")
     if args.size < 64:
@@ -57,14 +61,15 @@ def main(argv=None) -> int:
     start = time.time()
     with tqdm(total=args.count, desc=f"synth {args.mode}", unit="img") as bar:
         records = generate_folder(args.out, args.count, args.seed, config, workers=args.workers,
-                                  overwrite=args.overwrite, progress=bar.update)
+                                  overwrite=args.overwrite, progress=bar.update, start=args.start)
     elapsed = time.time() - start
     occluded = sum(1 for r in records if r["coverage"] > 0)
     print(f"wrote {len(records)} {args.mode} faces to {args.out} in {elapsed:.1f}s "
           f"({len(records) / max(elapsed, 1e-9):.1f} img/s, {args.workers} workers, "
           f"{occluded} with occluders)")
     if args.montage:
-        faces = [make_face(args.seed, i, config) for i in range(min(16, args.count))]
+        faces = [make_face(args.seed, i, config)
+                 for i in range(args.start, args.start + min(16, args.count))]
         montage(faces, args.montage)
         print(f"montage: {args.montage}")
     return 0

@@ -1,11 +1,73 @@
 """Everything around the face: cluttered backgrounds, COFW-like occluders, image degradation."""
 from __future__ import annotations
 
+import functools
+import os
+
 import cv2
 import numpy as np
 
 
+# Photographs that scikit-image ships (no faces among them): real textures for backgrounds.
+_PHOTOS = ("brick.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+           "motorcycle_right.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "coins.png",
+           "clock_motion.png", "horse.png", "moon.png", "page.png", "text.png", "color.png",
+           "retina.jpg", "ihc.png", "logo.png")
+
+
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple:
+    """The shipped photographs as BGR uint8 arrays (those that fail to load are left out)."""
+    import skimage.data  # noqa: PLC0415 - only data generation needs it
+    out = []
+    for name in _PHOTOS:
+        img = cv2.imread(os.path.join(skimage.data.data_dir, name), cv2.IMREAD_COLOR)
+        if img is not None and min(img.shape[:2]) >= 64:
+            out.append(img)
+    return tuple(out)
+
+
+def _photo_crop(rng: np.random.Generator, size: int) -> np.ndarray:
+    photos = _photos()
+    if not photos:
+        return _procedural(rng, size)
+    img = photos[int(rng.integers(len(photos)))]
+    h, w = img.shape[:2]
+    side = int(rng.uniform(0.3, 1.0) * min(h, w))
+    y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    gains = rng.uniform(0.6, 1.3, 3).astype(np.float32)
+    return np.clip(crop.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+
+
+def _room(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Walls, a floor line, windows and furniture-like blocks: large flat areas with edges."""
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = rng.uniform(30, 230, 3)
+    for _ in range(int(rng.integers(2, 7))):
+        x0, x1 = np.sort(rng.uniform(-0.2, 1.2, 2) * size)
+        y0, y1 = np.sort(rng.uniform(-0.2, 1.2, 2) * size)
+        colour = rng.uniform(0, 255, 3)
+        sub = img[max(int(y0), 0):max(int(y1), 0), max(int(x0), 0):max(int(x1), 0)]
+        ramp = np.linspace(rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.3), sub.shape[0])[:, None, None]
+        sub[:] = colour * ramp
+    yy = np.linspace(-1, 1, size, dtype=np.float32)[:, None, None]
+    img *= 1.0 + rng.uniform(-0.3, 0.3) * yy
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A photo crop, a room-like scene or procedural clutter, often defocused (uint8 BGR)."""
+    r = rng.random()
+    img = _photo_crop(rng, size) if r < 0.4 else (_room(rng, size) if r < 0.65 else _procedural(rng, size))
+    if rng.random() < 0.6:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 6.0))
+    return img
+
+
+def _procedural(rng: np.random.Generator, size: int) -> np.ndarray:
     """A random gradient with blurred noise and a few shapes and lines (uint8 BGR)."""
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     ang = rng.uniform(0, 2 * np.pi)

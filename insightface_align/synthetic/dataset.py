@@ -62,24 +62,30 @@ def _job(args):
 
 def _init_worker():
     cv2.setNumThreads(1)
+    # One rasteriser thread per worker process: the workers already fill the cores.
+    os.environ.setdefault("LP_NUM_THREADS", "1")
 
 
 def generate_folder(out_dir: str, count: int, seed: int, config: SynthConfig, workers: int = 1,
-                    overwrite: bool = False, progress=None) -> list:
-    """Render `count` faces into `out_dir` atomically; returns the metadata records.
+                    overwrite: bool = False, progress=None, start: int = 0) -> list:
+    """Render faces start .. start + count - 1 into `out_dir` atomically; returns the
+    metadata records. Face i is the same whichever folder or chunk it is rendered in, so a
+    big set can be made as resumable chunks.
 
     `progress`, if given, is called once per finished image (e.g. a tqdm update).
     """
     out_dir = os.path.abspath(out_dir)
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
     if os.path.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite)")
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
     try:
-        jobs = [(tmp, seed, i, config) for i in range(count)]
+        jobs = [(tmp, seed, i, config) for i in range(start, start + count)]
         records = []
         if workers <= 1:
             _init_worker()
@@ -88,8 +94,9 @@ def generate_folder(out_dir: str, count: int, seed: int, config: SynthConfig, wo
                 if progress:
                     progress()
         else:
-            # fork is fastest; after MXNet is loaded its engine threads make spawn safer.
-            ctx = multiprocessing.get_context("spawn" if "mxnet" in sys.modules else "fork")
+            # spawn: a forked child would inherit the parent's OpenGL (llvmpipe) and MXNet
+            # threads in whatever state they were, which can deadlock.
+            ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker) as pool:
                 for rec in pool.imap(_job, jobs, chunksize=4):
                     records.append(rec)
@@ -97,7 +104,8 @@ def generate_folder(out_dir: str, count: int, seed: int, config: SynthConfig, wo
                         progress()
         meta = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
         atomic_write_bytes(os.path.join(tmp, META_NAME), meta.encode("ascii"))
-        _info = {"mode": config.mode, "count": count, "seed": seed, "config": asdict(config)}
+        _info = {"mode": config.mode, "count": count, "start": start, "seed": seed,
+                 "config": asdict(config)}
         atomic_write_bytes(os.path.join(tmp, "synth_info.json"),
                            json.dumps(_info, sort_keys=True, indent=1).encode("ascii"))
         if os.path.exists(out_dir):

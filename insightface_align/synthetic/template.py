@@ -211,11 +211,11 @@ def _feature_polygons(lm_uv):
 
 
 def _grid_uv():
-    """Parameter grid: dense on the face, coarser at the back and on the crown."""
-    t_front = np.deg2rad(np.arange(-84, 85, 4.0))
-    t_back = np.deg2rad(np.concatenate([np.arange(-180, -84, 9.6), np.arange(93.6, 180.1, 9.6)]))
+    """Parameter grid: 2.5 degrees x 2.5 mm on the face, coarser at the back and on the crown."""
+    t_front = np.deg2rad(np.arange(-84, 85, 2.5))
+    t_back = np.deg2rad(np.concatenate([np.arange(-180, -84, 6.0), np.arange(90.0, 180.1, 6.0)]))
     ts = np.sort(np.concatenate([t_front, t_back]))
-    ys = np.concatenate([np.arange(Y_BOT, 40, 4.0), np.arange(40, Y_TOP - 12, 8.0),
+    ys = np.concatenate([np.arange(Y_BOT, 40, 2.5), np.arange(40, Y_TOP - 12, 5.0),
                          [Y_TOP - 5, Y_TOP]])
     tt, yy = np.meshgrid(ts, ys)
     return np.stack([tt.ravel() * U_SCALE, yy.ravel()], axis=1)
@@ -231,10 +231,10 @@ def template_head() -> TemplateHead:
     features = np.vstack([lm_uv, extra_uv])
     # Drop grid points near feature vertices or inside feature outlines.
     dist = np.min(np.linalg.norm(grid[:, None, :] - features[None, :, :], axis=2), axis=1)
-    keep = dist > 2.6
+    keep = dist > 1.8
     for plist in polys.values():
         for poly in plist:
-            keep &= ~_polygon_contains(poly, grid) & (_segment_distance(poly, grid) > 2.2)
+            keep &= ~_polygon_contains(poly, grid) & (_segment_distance(poly, grid) > 1.5)
     uv = np.vstack([features, grid[keep]])
     tri = Delaunay(uv).simplices.astype(np.int64)
     a, b, c = uv[tri[:, 0]], uv[tri[:, 1]], uv[tri[:, 2]]
