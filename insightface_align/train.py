@@ -22,6 +22,7 @@ from symbols.network import build_heatmaps, get_symbol
 
 from . import checkpoint as ckpt
 from .data.config import DataConfig
+from .data.photometric import Photometric
 from .data.iterator import AlignIter
 from .errors import AlignError, ConfigError, reject_unknown_fields
 from .evaluate import nme_of_rec
@@ -103,7 +104,9 @@ def data_config(recipe: Recipe, loss: LossConfig, batch_size: int, train: bool, 
                   shuffle=train)
     if train:
         kwargs.update(rotate=float(d.get("rotate", 40)), scale=tuple(d.get("scale", (0.8, 1.2))),
-                      flip=bool(d.get("flip", True)), pairs=pairs)
+                      flip=bool(d.get("flip", True)), pairs=pairs,
+                      translate=float(d.get("translate", 0.0)),
+                      photometric=Photometric.from_dict(d.get("photometric")))
     return DataConfig(**kwargs)
 
 

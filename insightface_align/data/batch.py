@@ -13,6 +13,7 @@ from .augment import (compose, crop_matrix, decode_matrix, input_to_heatmap, lin
                       random_crop, random_pair_transform, sample_rng)
 from .config import DataConfig
 from .flip import FLIP_PERMUTATION
+from .photometric import augment
 from .recfile import RecordFile
 from .targets import inside, render_heatmaps
 
@@ -111,12 +112,17 @@ class BatchBuilder:
         bad_total = 0
         hm_points = np.empty((cfg.batch_size, NUM_POINTS, 2), dtype=np.float64)
         row = 0
+        photo = cfg.photometric if (cfg.train and cfg.photometric.active) else None
         for pos in positions:
             img, dec, pts, rid, (rows, pair, widened, outside), bad = self._load(int(pos), epoch)
             bad_total += bad
+            # Both rows of a coherent pair get the same photometric draw.
+            photo_seed = [int(cfg.seed), int(epoch), int(rid), 7]
             for m, flipped in rows:
                 crop = cv2.warpAffine(img, compose(m, dec), (size, size), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                if photo is not None:
+                    crop = augment(crop, photo, np.random.default_rng(photo_seed))
                 out["data"][row] = crop.transpose(2, 0, 1)[::-1]          # BGR HWC -> RGB CHW
                 p = pts @ m[:, :2].T + m[:, 2]
                 if flipped:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional, Tuple
 
 from ..errors import ConfigError
+from .photometric import Photometric
 
 PAIR_MODES = (None, "affine", "flip", "both")
 LABEL_MODES = ("heatmap", "coords")
@@ -28,6 +29,8 @@ class DataConfig:
       translation +/- pair_translate x heatmap size.
     reduced_decode: decode the JPEG at half resolution ('auto': when every crop cut
       from it downsamples the record by >= 2x).
+    photometric: colour/greyscale/noise/blur/JPEG/black-border probabilities applied to
+      training crops (data/photometric.py); all 0 by default.
     num_workers: worker processes (0 = in-process); prefetch: batches in flight per worker.
     shard: (k, n) = read the k-th of n disjoint slices of every epoch's order.
     epoch, skip_batches: where iteration starts (resume at the same data order).
@@ -63,6 +66,7 @@ class DataConfig:
     skip_batches: int = 0
     last_batch: str = "discard"
     skip_bad_records: bool = True
+    photometric: Photometric = Photometric()
 
     def __post_init__(self):
         def need(ok, name, msg):
@@ -91,6 +95,7 @@ class DataConfig:
         need(self.epoch >= 0 and self.skip_batches >= 0, "skip_batches", "epoch and skip_batches must be >= 0")
         need(self.last_batch in LAST_BATCH, "last_batch", f"must be one of {LAST_BATCH}")
         need(self.widen_retries >= 0 and self.widen_step >= 0, "widen_step", "widening must be >= 0")
+        need(isinstance(self.photometric, Photometric), "photometric", "must be a Photometric")
 
     @property
     def heatmap_ratio(self) -> float:
