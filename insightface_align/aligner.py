@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .confidence import point_confidence
 from .evaluate import flip_average
 from .geometry import invert_affine, transform_points, window_from_box, window_matrix
 from .metrics import DEFAULT_DECODER, decode
@@ -42,7 +43,7 @@ def arcface_align(image_bgr: np.ndarray, points68: np.ndarray, size: int = 112) 
 class Face:
     box: tuple             # (x0, y0, x1, y1) the crop was built from
     points: np.ndarray     # (68, 2) in image coordinates
-    confidence: np.ndarray  # (68,) heatmap peak per point
+    confidence: np.ndarray  # (68,) in [0, 1]: heatmap mass at the peak (confidence.py)
 
     @property
     def five(self) -> np.ndarray:
@@ -94,9 +95,10 @@ class Aligner:
         heat = self.model(batch)
         if self.flip_tta:
             heat = flip_average(self.model, batch, heat)
-        pts, peaks = decode(heat, self.decoder, self.input_size)
+        pts, _ = decode(heat, self.decoder, self.input_size)
+        conf = point_confidence(heat, getattr(self.model, "heatmap_kind", "softmax_ce"))
         faces = []
-        for box, m, p, c in zip(boxes, mats, pts, peaks):
+        for box, m, p, c in zip(boxes, mats, pts, conf):
             faces.append(Face(box=tuple(box), points=transform_points(invert_affine(m), p)[:, :2], confidence=c))
         return faces
 

@@ -61,8 +61,10 @@ def load_symbol(prefix: str):
 class HeatmapModel:
     """A bound inference Module: raw RGB 0..255 NCHW in, heatmaps out (numpy)."""
 
-    def __init__(self, sym, arg_params, aux_params, ctx=None, batch_size: int = 1, input_size: int = 128):
+    def __init__(self, sym, arg_params, aux_params, ctx=None, batch_size: int = 1, input_size: int = 128,
+                 heatmap_kind: str = "softmax_ce"):
         self.ctx = ctx or [mx.cpu()]
+        self.heatmap_kind = heatmap_kind  # the loss the heatmaps were trained with (confidence.py)
         self.batch_size, self.input_size = batch_size, input_size
         self.sym = sym
         self.module = mx.mod.Module(sym, data_names=["data"], label_names=None, context=self.ctx)
@@ -102,7 +104,7 @@ class HeatmapModel:
             needed = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
             sym, arg, aux = fastest_cpu_graph(sym, {k: v for k, v in arg.items() if k in needed},
                                               {k: v for k, v in aux.items() if k in needed}, input_size)
-        return cls(sym, arg, aux, ctx, batch_size, input_size)
+        return cls(sym, arg, aux, ctx, batch_size, input_size, heatmap_kind=checkpoint_heatmap_kind(prefix, epoch))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, in, in) float RGB 0..255 -> (N, K, hm, hm); N may differ from batch_size."""
@@ -115,6 +117,16 @@ class HeatmapModel:
             self.module.forward(mx.io.DataBatch([mx.nd.array(chunk)]), is_train=False)
             out.append(self.module.get_outputs()[0].asnumpy()[:real])
         return np.concatenate(out) if out else np.zeros((0, self.num_points, self.heatmap_size, self.heatmap_size))
+
+
+def checkpoint_heatmap_kind(prefix: str, epoch: int) -> str:
+    """The heatmap loss stored beside a checkpoint; the release's spatial softmax otherwise."""
+    path = "%s-%04d.json" % (prefix, epoch)
+    try:
+        kind = json.load(open(path)).get("heatmap_loss", "softmax_ce")
+    except (OSError, ValueError, AttributeError):
+        return "softmax_ce"
+    return kind if kind in ("softmax_ce", "sigmoid_ce", "mse") else "softmax_ce"
 
 
 def checkpoint_network(prefix: str, epoch: int) -> dict | None:

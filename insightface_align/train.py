@@ -300,6 +300,7 @@ class Trainer:
         ckpt.save_checkpoint(self.prefix, step, sym, arg, aux, states,
                              {"epoch": train_iter.epoch, "batches_done": train_iter.batches_done,
                               "recipe": self.recipe.name, "network": self.recipe.network.to_dict(),
+                              "heatmap_loss": self.loss_cfg.heatmap,
                               "history": self.history})
 
     def _plot(self):

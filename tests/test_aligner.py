@@ -62,6 +62,7 @@ def test_points_come_back_in_image_coordinates(box):
     # 2x down-sampling to 64x64 heatmaps and quarter-pixel decoding: about a heatmap pixel at most.
     assert err.max() < 2.5 and err.mean() < 1.2
     assert face.confidence.shape == (68,) and face.box == tuple(float(v) for v in box)
+    assert np.all((face.confidence >= 0) & (face.confidence <= 1))
 
 
 def test_detector_callable_and_no_face():
