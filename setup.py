@@ -12,7 +12,8 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["insightface_align", "insightface_align.*", "symbols", "symbols.*"]),
     # The compiled operators' sources travel with the package; `python -m symbols.ext` builds them.
-    package_data={"symbols.ext": ["*.cc", "*.h"]},
+    package_data={"symbols.ext": ["*.cc", "*.h"],
+                  "insightface_align.models": ["bundled-2d/*.params", "bundled-2d/*.json"]},
     extras_require={
         "cpu": ["mxnet==1.9.1"],
         "gpu": ["mxnet-cu112==1.9.1"],

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 from .confidence import point_confidence
+from .detect import default_detector
+from .models import bundled_prefix
 from .evaluate import flip_average
 from .geometry import invert_affine, transform_points, window_from_box, window_matrix
 from .metrics import DEFAULT_DECODER, decode
@@ -51,13 +53,18 @@ class Face:
 
 
 class Aligner:
-    """Heatmap model + crop rule + decoder. `get(image, bbox=None)` aligns the largest face."""
+    """Heatmap model + crop rule + decoder. `get(image, bbox=None)` aligns the largest face.
+
+    With no prefix (and no model) it loads the bundled 2D model; with no detector it uses
+    detect.default_detector() (dlib's HOG, calibrated to the training crops)."""
 
     def __init__(self, prefix: str | None = None, epoch: int = 0, ctx=None, batch_size: int = 1, detector=None,
                  decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None, winograd: bool = False):
         if model is None:
             from .model import HeatmapModel
 
+            if prefix is None:
+                prefix, epoch = bundled_prefix()
             model = HeatmapModel.load(prefix, epoch, ctx, batch_size, winograd=winograd)
         self.model = model
         self.input_size = getattr(model, "input_size", 128)
@@ -67,9 +74,7 @@ class Aligner:
     @property
     def detector(self):
         if self._detector is None:
-            from .detect import HaarDetector
-
-            self._detector = HaarDetector()
+            self._detector = default_detector()
         return self._detector
 
     def detect(self, image_bgr: np.ndarray) -> list:

@@ -158,3 +158,24 @@ def summarise(errors: np.ndarray, threshold: float = 0.10) -> dict:
     e = np.asarray(errors, dtype=np.float64)
     return {"nme": float(e.mean()) if len(e) else float("nan"), "failure_rate": failure_rate(e, threshold),
             "auc": auc(e, threshold), "threshold": threshold, "count": int(len(e))}
+
+
+def mean_shape() -> np.ndarray:
+    """(68, 2) the average frontal face shape, normalised to its tight box [0, 1]^2 (y down).
+
+    It is the template head's frontal landmark layout (synthetic/template.py), which was
+    drawn from average human proportions."""
+    from .synthetic.template import landmark_xy
+
+    xy = landmark_xy().copy()
+    xy[:, 1] = -xy[:, 1]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    return (xy - lo) / (hi - lo)
+
+
+def mean_shape_in_box(gt: np.ndarray) -> np.ndarray:
+    """The baseline prediction: the mean shape stretched into each face's tight landmark
+    box. A model must beat it to have learnt anything beyond the box (N, 68, 2)."""
+    gt = np.asarray(gt, dtype=np.float64)[..., :2]
+    lo, hi = gt.min(axis=1, keepdims=True), gt.max(axis=1, keepdims=True)
+    return lo + mean_shape()[None] * (hi - lo)

@@ -80,11 +80,46 @@ def test_detector_callable_and_no_face():
     assert Aligner(model=ColourOracle(), detector=lambda img: []).get(_dotted_image(pts)) is None
 
 
-def test_bundled_haar_detector_loads_and_finds_nothing_in_noise():
-    from insightface_align.detect import HaarDetector
+def test_bundled_detectors_load_and_find_nothing_in_noise():
+    from insightface_align.detect import HaarDetector, HogDetector, default_detector
 
-    det = HaarDetector()
-    assert det(np.zeros((120, 160, 3), np.uint8)) == []
+    assert HaarDetector()(np.zeros((120, 160, 3), np.uint8)) == []
+    assert HogDetector()(np.zeros((120, 160, 3), np.uint8)) == []
+    assert isinstance(default_detector(), HogDetector)
+
+
+def test_calibrated_detector_boxes_frame_rendered_faces_like_landmark_boxes():
+    """The shipped HOG calibration maps detections on rendered faces onto their landmark boxes."""
+    from insightface_align.detect import HogDetector
+    from insightface_align.synthetic import SynthConfig, make_face
+
+    det = HogDetector()
+    centre_err, side_err, raw_side_err = [], [], []
+    for i in range(24):
+        face = make_face(91, i, SynthConfig(mode="2d", occlusion_prob=0.0))
+        lo, hi = face.points.min(axis=0), face.points.max(axis=0)
+        side = max(hi - lo)
+        raw = [b for b in det.raw(face.image) if b[0] < (lo[0] + hi[0]) / 2 < b[2]]
+        if not raw:
+            continue
+        x0, y0, x1, y1 = det.calibration(raw[0])
+        centre_err.append(np.hypot((x0 + x1 - lo[0] - hi[0]) / 2, (y0 + y1 - lo[1] - hi[1]) / 2) / side)
+        side_err.append(abs((x1 - x0) / side - 1))
+        raw_side_err.append(abs(max(raw[0][2] - raw[0][0], raw[0][3] - raw[0][1]) / side - 1))
+    assert len(centre_err) >= 12
+    assert np.median(centre_err) < 0.12 and np.median(side_err) < 0.1
+    assert np.median(side_err) <= np.median(raw_side_err)
+
+
+def test_box_calibration_fit_recovers_known_constants():
+    from insightface_align.detect import BoxCalibration
+
+    truth = BoxCalibration(dx=0.03, dy=0.12, scale=0.9)
+    rng = np.random.default_rng(0)
+    det = [(x, y, x + s, y + s) for x, y, s in rng.uniform([0, 0, 40], [300, 300, 200], (20, 3))]
+    fitted = BoxCalibration.fit(det, [truth(b) for b in det])
+    assert fitted.dx == pytest.approx(0.03) and fitted.dy == pytest.approx(0.12)
+    assert fitted.scale == pytest.approx(0.9)
 
 
 def test_five_points_and_arcface_alignment():

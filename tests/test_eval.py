@@ -116,6 +116,8 @@ def test_test_nme_same_numbers_for_any_batch_and_writes_reports(checkpoint, tmp_
     assert (tmp_path / "4" / "ibug-ced.png").stat().st_size > 1000
     per_image = np.array([float(r[1]) for r in rows[1:]])
     assert per_image.mean() == pytest.approx(outs[4]["nme"], rel=1e-4)
+    assert 0.0 < outs[4]["baseline_mean_shape"]["nme"] < 1.0
+    assert "mean-shape baseline" in proc.stdout
 
 
 def test_test_nme_clear_errors(checkpoint, tmp_path):
@@ -138,3 +140,19 @@ def test_test_nme_winograd_graph_gives_the_same_nme(checkpoint, tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         nmes.append(json.load(open(out / "ibug-summary.json"))["nme"])
     assert nmes[1] == pytest.approx(nmes[0], rel=1e-3)
+
+
+def test_mean_shape_baseline_is_exact_on_the_mean_shape_and_beaten_by_truth():
+    from insightface_align.metrics import mean_shape, mean_shape_in_box
+
+    shape = mean_shape()
+    assert shape.min() == 0.0 and shape.max() == 1.0
+    # Eyes above the mouth, jaw point 0 on the image left (iBUG order, y down).
+    assert shape[36:48, 1].mean() < shape[48:68, 1].mean() and shape[0, 0] < shape[16, 0]
+    gt = 50.0 + 80.0 * shape[None]
+    np.testing.assert_allclose(mean_shape_in_box(gt), gt, atol=1e-9)
+    # A face that differs from the mean (an open mouth) costs the baseline, not the truth.
+    moved = gt.copy()
+    moved[0, 48:68, 1] += np.linspace(0, 8, 20)
+    base = per_image_nme(mean_shape_in_box(moved), moved, "outer_corners")
+    assert base[0] > 0.01 and per_image_nme(moved, moved, "outer_corners")[0] == 0.0

@@ -27,12 +27,16 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--prefix", required=True)
-    p.add_argument("--epoch", type=int, default=0)
+    p.add_argument("--prefix", default=None,
+                   help="checkpoint prefix (default: the bundled 2D model shipped in the package)")
+    p.add_argument("--epoch", type=int, default=0, help="checkpoint epoch/step (default 0)")
     p.add_argument("--out", required=True, help="output folder (annotated images + JSON)")
     p.add_argument("--ctx", default="cpu")
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 face box to use for every image (skips detection)")
     p.add_argument("--all-faces", action="store_true", help="align every detected face, not only the largest")
+    p.add_argument("--detector", choices=("hog", "haar"), default="hog",
+                   help="face detector: dlib's HOG (default; falls back to haar without dlib) or "
+                        "OpenCV's Haar cascade")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER)
     p.add_argument("--flip-tta", action="store_true")
     p.add_argument("--winograd", action="store_true",
@@ -70,11 +74,13 @@ def draw(image, faces) -> np.ndarray:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from ..aligner import Aligner, arcface_align
+    from ..detect import HaarDetector, default_detector
     from ..model import contexts_from_string
 
     try:
+        detector = default_detector() if args.detector == "hog" else HaarDetector()
         aligner = Aligner(args.prefix, args.epoch, contexts_from_string(args.ctx), decoder=args.decoder,
-                          flip_tta=args.flip_tta, winograd=args.winograd)
+                          flip_tta=args.flip_tta, winograd=args.winograd, detector=detector)
         box = tuple(float(v) for v in args.box.split(",")) if args.box else None
         if box is not None and len(box) != 4:
             raise AlignError(f"--box {args.box!r}: expected x0,y0,x1,y1")

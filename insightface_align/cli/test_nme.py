@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from ..checkpoint import atomic_write
 from ..errors import AlignError
-from ..metrics import DECODERS, DEFAULT_DECODER, NORMALISERS, ced, default_normaliser, per_image_nme, summarise
+from ..metrics import (DECODERS, DEFAULT_DECODER, NORMALISERS, ced, default_normaliser, mean_shape_in_box,
+                       per_image_nme, summarise)
 
 
 def parse_args(argv=None):
@@ -119,7 +120,9 @@ def evaluate_sets(args) -> list:
                 result = predict_rec(model, rec, cfg, args.decoder, args.flip_tta, progress=bar)
             norm = args.normaliser or default_normaliser(name)
             errors = per_image_nme(result["pred"], result["gt"], norm)
+            baseline = per_image_nme(mean_shape_in_box(result["gt"]), result["gt"], norm)
             summary = dict(summarise(errors, args.threshold), set=name, rec=rec, normaliser=norm,
+                           baseline_mean_shape=summarise(baseline, args.threshold),
                            decoder=args.decoder, flip_tta=args.flip_tta, widened=result["widened"],
                            checkpoint=f"{args.prefix},{args.epoch}")
             if args.out:
@@ -138,11 +141,13 @@ def main(argv=None) -> int:
     except AlignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"| set | images | normaliser | NME (%) | failure@{args.threshold:g} (%) | AUC@{args.threshold:g} |")
-    print("|---|---|---|---|---|---|")
+    print("(baseline: the average face shape stretched into each face's tight landmark box)")
+    print(f"| set | model | images | normaliser | NME (%) | failure@{args.threshold:g} (%) | AUC@{args.threshold:g} |")
+    print("|---|---|---|---|---|---|---|")
     for r in reports:
-        print(f"| {r['set']} | {r['count']} | {r['normaliser']} | {100 * r['nme']:.3f} | "
-              f"{100 * r['failure_rate']:.2f} | {r['auc']:.4f} |")
+        for label, m in (("model", r), ("mean-shape baseline", r["baseline_mean_shape"])):
+            print(f"| {r['set']} | {label} | {r['count']} | {r['normaliser']} | {100 * m['nme']:.3f} | "
+                  f"{100 * m['failure_rate']:.2f} | {m['auc']:.4f} |")
     return 0
 
 

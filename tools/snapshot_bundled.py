@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Copy the newest checkpoint of the bundled model's training run into the repository.
+
+  training/bundled-2d/   everything --resume needs (params, optimizer states, step json,
+                         symbol, latest pointer) plus train_log.jsonl and curves.png;
+                         older snapshots are removed so only the newest is in the tree
+  insightface_align/models/bundled-2d/   the inference copy (symbol, params, config) as
+                         epoch 0, which Aligner() loads by default
+
+Restore a run from the snapshot with: cp -r training/bundled-2d runs/bundled-2d
+Example: tools/snapshot_bundled.py --run runs/bundled-2d
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from insightface_align.checkpoint import latest_step  # noqa: E402
+from insightface_align.fileio import atomic_write  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/bundled-2d", help="training run folder (default runs/bundled-2d)")
+    p.add_argument("--training", default=os.path.join(ROOT, "training", "bundled-2d"),
+                   help="resumable snapshot folder (default training/bundled-2d)")
+    p.add_argument("--package", default=os.path.join(ROOT, "insightface_align", "models", "bundled-2d"),
+                   help="inference copy folder (default insightface_align/models/bundled-2d)")
+    args = p.parse_args(argv)
+    prefix = os.path.join(args.run, "model")
+    step = latest_step(prefix)
+    if step is None:
+        print(f"error: {args.run}: no complete checkpoint (model-latest.json)", file=sys.stderr)
+        return 2
+    src = {ext: "%s-%04d.%s" % (prefix, step, ext) for ext in ("params", "states", "json")}
+    for path in list(src.values()) + [prefix + "-symbol.json"]:
+        if not os.path.exists(path):
+            print(f"error: {path}: missing", file=sys.stderr)
+            return 2
+    os.makedirs(args.training, exist_ok=True)
+    for old in glob.glob(os.path.join(args.training, "model-*")):
+        if not old.endswith("-symbol.json"):
+            os.remove(old)
+    for ext, path in src.items():
+        shutil.copyfile(path, os.path.join(args.training, os.path.basename(path)))
+    shutil.copyfile(prefix + "-symbol.json", os.path.join(args.training, "model-symbol.json"))
+    for extra in ("train_log.jsonl", "curves.png"):
+        if os.path.exists(os.path.join(args.run, extra)):
+            shutil.copyfile(os.path.join(args.run, extra), os.path.join(args.training, extra))
+    atomic_write(os.path.join(args.training, "model-latest.json"), json.dumps({"step": step}), "w")
+
+    os.makedirs(args.package, exist_ok=True)
+    pkg = os.path.join(args.package, "model")
+    shutil.copyfile(src["params"], pkg + "-0000.params")
+    shutil.copyfile(prefix + "-symbol.json", pkg + "-symbol.json")
+    meta = json.load(open(src["json"]))
+    keep = {k: meta[k] for k in ("recipe", "network", "heatmap_loss") if k in meta}
+    keep["trained_steps"] = step
+    atomic_write(pkg + "-0000.json", json.dumps(keep, indent=1), "w")
+    print(f"step {step}: {args.training} and {args.package} updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
