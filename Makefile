@@ -30,7 +30,7 @@ SYNTH_TEST ?= 300
 WORKERS ?= 2
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
-.PHONY: install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
+.PHONY: data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
 	train-2d train-3d stats clean help
 
 help:
@@ -41,6 +41,9 @@ help:
 	@echo "make data-3d DATA=DIR     pack 300W-LP / AFLW2000-3D into data/3d"
 	@echo "make train-2d [DATA=data/2d] [GPUS=0,1] [RECIPE=sdu-2d]   (no DATA: synthetic set)"
 	@echo "make train-3d [DATA=data/3d] [GPUS=0,1] [RECIPE=sdu-3d]   (no DATA: synthetic set)"
+	@echo "make data-synth-big       the bundled model's rendered training set (BIG_COUNT=100000, resumable)"
+	@echo "make train-bundled        train / continue the bundled model (recipes/bundled-2d.yaml)"
+	@echo "make snapshot-bundled     copy its newest checkpoint into training/ and the package"
 	@echo "make stats                Table 1 of the paper for every recipe"
 	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
 	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
@@ -87,6 +90,29 @@ data/synth3d/train.rec data-synth-3d: | $(STAMP)
 	$(PY) tools/make_synthetic.py --mode 3d --out data/synth3d-raw/test --count $(SYNTH_TEST) --seed 4 --workers $(WORKERS) --overwrite
 	$(PY) tools/pack_rec.py --format aflw2000 --input data/synth3d-raw/train --output data/synth3d --name train --workers $(WORKERS)
 	$(PY) tools/pack_rec.py --format aflw2000 --input data/synth3d-raw/test --output data/synth3d --name aflw2000_synth --workers $(WORKERS)
+
+# The bundled model's data: BIG_COUNT rendered 2D faces in resumable 5,000-face chunks
+# (rerun to continue), a 500-face test set, all packed into data/synth2d-big.
+BIG_COUNT ?= 100000
+data-synth-big: $(INSTALLED)
+	tools/make_synthetic_big.sh data/synth2d-big-raw $(BIG_COUNT) 5000 101 $(WORKERS)
+	test -d data/synth2d-big-raw-test || $(PY) tools/make_synthetic.py --mode 2d --out data/synth2d-big-raw-test \
+		--count 500 --seed 202 --workers $(WORKERS)
+	$(PY) tools/pack_rec.py --format 300w --input data/synth2d-big-raw/part?????? --output data/synth2d-big \
+		--name train --workers $(WORKERS)
+	$(PY) tools/pack_rec.py --format 300w --input data/synth2d-big-raw-test --output data/synth2d-big \
+		--name test --workers $(WORKERS)
+
+# Train (or continue training) the bundled model; a fresh clone continues from the
+# committed snapshot in training/bundled-2d. snapshot-bundled copies the newest
+# checkpoint back into the repository (training/ and the package's models/).
+train-bundled: $(INSTALLED)
+	test -f runs/bundled-2d/model-latest.json || { mkdir -p runs && cp -r training/bundled-2d runs/bundled-2d 2>/dev/null || true; }
+	$(RUN_ENV) $(PY) tools/train.py --recipe bundled-2d --data data/synth2d-big --val test --cpus 1 \
+		--num-workers $(WORKERS) --out runs/bundled-2d --resume --no-progress
+
+snapshot-bundled: $(INSTALLED)
+	$(PY) tools/snapshot_bundled.py --run runs/bundled-2d
 
 data-2d: $(INSTALLED)
 	@test -n "$(DATA)" || { echo "usage: make data-2d DATA=/path/to/benchmark/folders"; exit 2; }

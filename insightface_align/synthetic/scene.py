@@ -90,15 +90,15 @@ def mouth_meshes(verts: np.ndarray, cam: Camera, look: Look, rng: np.random.Gene
     inner = verts[60:68]
     centre = inner.mean(axis=0)
     half = 0.5 * np.linalg.norm(inner[4] - inner[0])
-    # Cavity: an ellipsoid whose front half sits inside the lips.
+    # Cavity: an ellipsoid behind the lips, seen through the opening.
     rows, cols = 8, 16
     th = np.linspace(0.05, np.pi - 0.05, rows)[:, None]
     ph = np.linspace(0, 2 * np.pi, cols, endpoint=False)[None]
     gap = max(np.linalg.norm(inner[2] - inner[6]), 1.0)
     cav = np.stack([(half + 4) * np.sin(th) * np.cos(ph),
                     np.broadcast_to((gap / 2 + 8) * np.cos(th), (rows, cols)),
-                    22.0 * np.sin(th) * np.sin(ph)], -1).reshape(-1, 3)
-    cav += centre + np.array([0.0, 0.0, -14.0])
+                    18.0 * np.sin(th) * np.sin(ph)], -1).reshape(-1, 3)
+    cav += centre + np.array([0.0, 0.0, -21.0])  # its front stays 3 mm behind the lip line
     cav_tri = _grid_mesh(cav, rows, cols, closed=True)
     out = []
     pos = _eye_frame(cav, cam)
