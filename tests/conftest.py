@@ -8,7 +8,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
-REFERENCE_GRAPHS = ROOT.parent / "shared" / "reference" / "graphs"
+# The release graphs' parameter tables (11 configurations), kept with the tests.
+REFERENCE_GRAPHS = ROOT / "tests" / "data" / "reference" / "graphs"
 
 # Property tests explore new random inputs on every local run; CI (CI=true) replays a fixed
 # derandomised sequence so a landing never depends on the luck of the draw.

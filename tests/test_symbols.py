@@ -26,7 +26,7 @@ def _op_counts(sym):
 
 
 def test_reference_graphs_present():
-    assert len(REFERENCES) == 11, "shared/reference/graphs should hold the 11 release configurations"
+    assert len(REFERENCES) == 11, "tests/data/reference/graphs should hold the 11 release configurations"
 
 
 def _parity_cases():
