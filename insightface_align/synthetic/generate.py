@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from . import clutter, scene
 from .camera import Camera, fit_camera
@@ -91,6 +90,15 @@ def face_rng(seed: int, index: int, mode: str) -> np.random.Generator:
     Worker-independent; the mode is mixed in so 2D and 3D sets with one seed differ.
     """
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), MODES.index(mode)]))
+
+
+# A landmark counts as visible unless a surface is this much nearer at its pixel.
+VISIBILITY_TOLERANCE_MM = 3.0
+
+
+def scene_eye_z(points: np.ndarray, cam: Camera) -> np.ndarray:
+    """z of model points in the camera frame (negative in front of the camera)."""
+    return cam.to_view(points)[:, 2] - cam.dist
 
 
 def jaw_contour(head: TemplateHead, morph: Morph, cam: Camera, steps: int = 40) -> np.ndarray:
@@ -233,12 +241,3 @@ def make_face(seed: int, index: int, config: SynthConfig, pose: tuple | None = N
     return SyntheticFace(image=image, points=points, pt3d=pt3d, visible=visible,
                          occluded=occluded, coverage=float(coverage), camera=cam, morph=morph,
                          jpeg_quality=quality, extra={"body_depth": self_depth, "look": look})
-
-
-# A landmark counts as visible unless a surface is this much nearer at its pixel.
-VISIBILITY_TOLERANCE_MM = 3.0
-
-
-def scene_eye_z(points: np.ndarray, cam: Camera) -> np.ndarray:
-    """z of model points in the camera frame (negative in front of the camera)."""
-    return cam.to_view(points)[:, 2] - cam.dist
