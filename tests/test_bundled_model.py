@@ -33,3 +33,25 @@ def test_bundled_model_aligns_rendered_faces_better_than_the_mean_shape():
     model = per_image_nme(preds, gts, "outer_corners")
     baseline = per_image_nme(mean_shape_in_box(gts), gts, "outer_corners")
     assert np.median(model) < np.median(baseline), (model, baseline)
+
+
+def test_confidence_drops_where_a_render_is_occluded():
+    """Covering the mouth with a flat patch lowers the mouth points' confidence, not the eyes'."""
+    import cv2
+
+    aligner = Aligner()
+    drops, eye_changes = [], []
+    for i in range(6):
+        face = make_face(304, i, SynthConfig(mode="2d", occlusion_prob=0.0), pose=(0.0, 0.0, 0.0))
+        lo, hi = face.points.min(axis=0), face.points.max(axis=0)
+        box = (lo[0], lo[1], hi[0], hi[1])
+        clean = aligner.get(face.image, bbox=box).confidence
+        covered = face.image.copy()
+        hull = cv2.convexHull(np.round(face.points[48:68]).astype(np.int32))
+        cv2.fillConvexPoly(covered, hull, (128, 128, 128))
+        cv2.fillConvexPoly(covered, np.round((hull - hull.mean(axis=0)) * 1.6 + hull.mean(axis=0)).astype(np.int32),
+                           (128, 128, 128))
+        hidden = aligner.get(covered, bbox=box).confidence
+        drops.append(clean[48:68].mean() - hidden[48:68].mean())
+        eye_changes.append(abs(clean[36:48].mean() - hidden[36:48].mean()))
+    assert np.mean(drops) > 0.05 and np.mean(drops) > 2 * np.mean(eye_changes), (drops, eye_changes)
