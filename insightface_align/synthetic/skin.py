@@ -198,11 +198,12 @@ def bake_head_texture(look: Look, rng: np.random.Generator) -> np.ndarray:
     _paint_eyes(f, look)
     _paint_brows(f, look)
     _paint_mouth(f, look)
-    for cx in (-8.0, 8.0):  # nostrils
+    for cx in (-8.0, 8.0):  # nostrils, painted in a small box around each
         a = np.linspace(0, 2 * np.pi, 12, endpoint=False)
         ring = np.stack([cx + 3.0 * np.cos(a), -43.6 + 1.3 * np.sin(a)], axis=1)
-        _blend(f.img, look.skin * 0.18,
-               _poly_mask([f.xy(landmark_t(ring) * U_SCALE, ring[:, 1])], 0.6, f.shape))
+        ring_xy = f.xy(landmark_t(ring) * U_SCALE, ring[:, 1])
+        box, origin = _box(ring_xy, 8, f.shape)
+        _blend(f.img[box], look.skin * 0.18, _poly_mask([ring_xy - origin], 0.6, f.img[box].shape[:2]))
     _paint_scalp(img, spec, look, rng, strands)
 
     out = np.empty((HEIGHT, WIDTH, 4), np.uint8)
