@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 MXNET ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(MXNET)
 # The project's compiled MXNet operators (fast deformable conv blend), built for this CPU.
-EXT := symbols/ext/libsdu_ops.so
+EXT := insightface_align/symbols/ext/libsdu_ops.so
 GL_STAMP := $(VENV)/.gl-ok
 INSTALLED := $(STAMP) $(EXT) $(GL_STAMP)
 FAN_VENV := .venv-fan
@@ -61,8 +61,8 @@ $(GL_STAMP):
 	else echo "error: the synthetic renderer needs Mesa's EGL: install $(GL_PACKAGES) (as root)"; exit 2; fi
 	touch $@
 
-$(EXT): $(wildcard symbols/ext/*.cc symbols/ext/*.h) | $(STAMP)
-	$(PY) -m symbols.ext --check
+$(EXT): $(wildcard insightface_align/symbols/ext/*.cc insightface_align/symbols/ext/*.h) | $(STAMP)
+	$(PY) -m insightface_align.symbols.ext --check
 
 $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -40,7 +40,7 @@ def bench_train(recipe_name: str, width: float, batch: int, steps: int, rounds: 
     """Seconds per training step with the iterator running vs a fixed in-memory batch."""
     from dataclasses import replace
 
-    from symbols.network import build_heatmaps
+    from insightface_align.symbols.network import build_heatmaps
 
     from .data.iterator import AlignIter
     from .losses import label_names, training_symbol
@@ -111,7 +111,7 @@ def _infer_variants(width: float, calib_images: np.ndarray, only: tuple = ()) ->
     fast/portable graphs are the export's (tap GEMM weights frozen into parameters).
     `only`: keep the variants whose name contains one of these strings (case-insensitive);
     the others are not even built (the INT8 ones take a minute each to calibrate)."""
-    from symbols.network import get_symbol
+    from insightface_align.symbols.network import get_symbol
 
     from .export import fold_batchnorm, freeze_tap_weights, quantize_int8, fast_cpu_convolutions
     from .recipe import load_recipe

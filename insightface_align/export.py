@@ -16,9 +16,9 @@ import json
 import mxnet as mx
 import numpy as np
 
-from symbols import ext
-from symbols.config import NetConfig
-from symbols.network import get_symbol
+from insightface_align.symbols import ext
+from insightface_align.symbols.config import NetConfig
+from insightface_align.symbols.network import get_symbol
 
 from .checkpoint import load_params, save_params, atomic_write
 from .model import checkpoint_network, load_symbol

@@ -32,7 +32,7 @@ def contexts_from_string(spec: str) -> list:
 def _load_project_ops(path: str) -> None:
     """Graphs using this project's compiled operators (fast DCN, fused means) need the
     library registered before MXNet can parse them."""
-    from symbols import ext
+    from insightface_align.symbols import ext
 
     with open(path, "r", encoding="utf-8", errors="replace") as handle:
         uses_ext = ext.used_by(handle.read())
@@ -83,8 +83,8 @@ class HeatmapModel:
         Winograd's different rounding (~1e-6 relative per layer)."""
         net = checkpoint_network(prefix, epoch)
         if net is not None:
-            from symbols.config import NetConfig
-            from symbols.network import for_context, get_symbol
+            from insightface_align.symbols.config import NetConfig
+            from insightface_align.symbols.network import for_context, get_symbol
 
             sym = get_symbol(for_context(NetConfig.from_dict(net), ctx), ctx=ctx)
         else:
@@ -94,7 +94,7 @@ class HeatmapModel:
         if missing:
             raise DataError("%s-%04d.params" % (prefix, epoch), f"missing {len(missing)} parameters, e.g. {missing[:3]}")
         if winograd:
-            from symbols import ext
+            from insightface_align.symbols import ext
 
             from .export import fastest_cpu_graph
 

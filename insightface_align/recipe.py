@@ -14,11 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from symbols.config import NetConfig
+from insightface_align.symbols.config import NetConfig
 
 from .errors import ConfigError
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 SECTIONS = ("description", "base", "network", "loss", "train", "data", "paper")
 
 

@@ -18,7 +18,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from symbols.network import build_heatmaps, get_symbol
+from insightface_align.symbols.network import build_heatmaps, get_symbol
 
 from . import checkpoint as ckpt
 from .data.config import DataConfig

@@ -138,8 +138,8 @@ def test_five_points_and_arcface_alignment():
 def test_predict_cli(tmp_path):
     import mxnet as mx
 
-    from symbols.config import NetConfig
-    from symbols.network import get_symbol
+    from insightface_align.symbols.config import NetConfig
+    from insightface_align.symbols.network import get_symbol
     from insightface_align.export import save_deploy
 
     sym = get_symbol(NetConfig(block="cab", topology="sat3", depth=3, multiplier=0.125))

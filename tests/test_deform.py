@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from insightface_align.errors import ConfigError
-from symbols.deform import deformable_conv, deformable_unit, resolve_impl
+from insightface_align.symbols.deform import deformable_conv, deformable_unit, resolve_impl
 
 
 CPU_IMPLS = ("fast", "portable")

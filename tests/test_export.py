@@ -85,7 +85,7 @@ def test_native_portable_and_fast_exports_agree(dcn_ckpt):
 
 def test_cpu_ops_export_loads_with_the_library_and_matches(dcn_ckpt, tmp_path):
     """--cpu-ops: fast DCN + fused means; a loader registers libsdu_ops.so, then plain MXNet."""
-    from symbols import ext
+    from insightface_align.symbols import ext
 
     prefix, epoch = dcn_ckpt
     plain = ex.deploy_graph(prefix, epoch)

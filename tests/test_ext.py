@@ -11,8 +11,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from symbols import ext
-from symbols.deform import deformable_unit
+from insightface_align.symbols import ext
+from insightface_align.symbols.deform import deformable_unit
 
 
 def test_library_is_built_and_registers_its_operators():
@@ -182,8 +182,8 @@ def test_mean_rejects_channel_counts_that_do_not_divide():
 def test_fused_means_compute_the_standard_network_exactly(block, topology):
     """Same parameters, fused vs standard means: the same heatmaps and gradients (float64,
     so training-mode BatchNorm cannot amplify summation-order rounding)."""
-    from symbols.config import NetConfig
-    from symbols.network import build_heatmaps
+    from insightface_align.symbols.config import NetConfig
+    from insightface_align.symbols.network import build_heatmaps
 
     base = NetConfig(block=block, topology=topology, depth=2, stacks=1, multiplier=0.5, input_size=64,
                      heatmap_size=16, dcn_impl="native")
@@ -210,8 +210,8 @@ def test_fused_means_compute_the_standard_network_exactly(block, topology):
 
 def test_cpu_only_operators_are_refused_on_gpu_and_swapped_by_for_context():
     from insightface_align.errors import ConfigError
-    from symbols.config import NetConfig
-    from symbols.network import for_context, resolve_mean_impl
+    from insightface_align.symbols.config import NetConfig
+    from insightface_align.symbols.network import for_context, resolve_mean_impl
 
     with pytest.raises(ConfigError, match="mean_impl.*CPU-only"):
         resolve_mean_impl("fused", mx.gpu(0))

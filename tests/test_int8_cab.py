@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from insightface_align.int8_cab import LAYERS, MAPS, find_cabs, int8_cab_blocks
-from symbols import ext
-from symbols.blocks import cab_block
+from insightface_align.symbols import ext
+from insightface_align.symbols.blocks import cab_block
 
 DIVISOR = {"data": 1, "w3_h4": 2, "w2_h4": 4, "w1_h4": 8, "w2_h3_x": 2, "w1_h3_x": 4}
 OUTPUT_WEIGHT = {"data": 1 / 8, "w3_h4": 1 / 8, "w2_h3_x": 1 / 4, "w2_h4": 1 / 4, "w1_h3_x": 1 / 8, "w1_h4": 1 / 8}

@@ -1,7 +1,6 @@
 """The RecordIO packer: round trip, determinism, atomicity, skip-and-count, CLI."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import cv2
@@ -16,11 +15,9 @@ from insightface_align.datasets.base import Reader
 from insightface_align.errors import DataError
 from insightface_align.geometry import landmark_box
 from insightface_align.pack import pack_dataset
+from insightface_align.cli import pack as pack_rec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SPEC = importlib.util.spec_from_file_location("pack_rec", os.path.join(ROOT, "tools", "pack_rec.py"))
-pack_rec = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(pack_rec)
 
 N = 68
 

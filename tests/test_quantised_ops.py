@@ -12,7 +12,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from symbols import ext
+from insightface_align.symbols import ext
 
 
 def _input_steps(x: np.ndarray, lo: float, hi: float) -> tuple:

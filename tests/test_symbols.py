@@ -7,9 +7,9 @@ import pytest
 
 from insightface_align.errors import ConfigError
 from insightface_align.recipe import load_recipe, recipe_names
-from symbols.config import NetConfig
-from symbols.network import build_heatmaps, get_symbol
-from symbols.stats import count_flops, graph_stats, param_shapes
+from insightface_align.symbols.config import NetConfig
+from insightface_align.symbols.network import build_heatmaps, get_symbol
+from insightface_align.symbols.stats import count_flops, graph_stats, param_shapes
 
 from conftest import REFERENCE_GRAPHS
 
@@ -220,7 +220,7 @@ def test_flops_of_a_deformable_unit_do_not_depend_on_the_implementation():
     """The fast unit's table GEMM (FullyConnected, flatten=False, 4D) counts the MACs of the
     offset conv + the 3x3 conv, like the native graph's two convolutions (which also counts
     its bilinear sampling, 4 x C MACs per tap)."""
-    from symbols.deform import deformable_unit
+    from insightface_align.symbols.deform import deformable_unit
 
     shape = (2, 4, 6, 5)
     pixels = 2 * 6 * 5

@@ -319,11 +319,7 @@ def test_occluded_flags_follow_the_occluder():
 
 # ---------------------------------------------------------------- CLI and speed
 def test_cli_writes_folder_and_montage(tmp_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic", os.path.join(os.path.dirname(__file__), "..", "tools", "make_synthetic.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from insightface_align.cli import synth as tool
     with pytest.raises(SystemExit) as exc:
         tool.main(["--help"])
     assert exc.value.code == 0

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     from ..plots import plot_ced
     from ..recipe import load_recipe
     from ..train import RunSpec, TrainConfig, Trainer
-    from symbols.network import get_symbol
+    from insightface_align.symbols.network import get_symbol
 
     t0 = time.time()
     out, data = Path(args.out), Path(args.data)

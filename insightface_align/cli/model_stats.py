@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from symbols.config import DCN_IMPLS, MEAN_IMPLS
+from insightface_align.symbols.config import DCN_IMPLS, MEAN_IMPLS
 
 from ..recipe import load_recipe, recipe_names
 
@@ -27,8 +27,8 @@ def parse_args(argv=None):
 
 
 def recipe_row(name: str, args) -> dict:
-    from symbols.network import get_symbol
-    from symbols.stats import graph_stats
+    from insightface_align.symbols.network import get_symbol
+    from insightface_align.symbols.stats import graph_stats
 
     overrides = {"dcn_impl": args.dcn_impl, "mean_impl": args.mean_impl}
     if args.width is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mxnet as mx
 
-from symbols.config import DCN_IMPLS, MEAN_IMPLS
+from insightface_align.symbols.config import DCN_IMPLS, MEAN_IMPLS
 
 from ..errors import AlignError
 from ..recipe import load_recipe

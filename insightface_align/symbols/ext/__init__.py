@@ -7,8 +7,8 @@ such libraries at run time (`mx.library.load`, the lib_api of MXNet >= 1.7), so 
 MXNet rebuild is needed; the library is compiled against the headers the MXNet wheel
 ships (`mxnet/include`, `mxnet/src/lib_api.cc`).
 
-    python -m symbols.ext            # build (the Makefile's install step runs this)
-    python -m symbols.ext --check    # build if needed, then load it into MXNet
+    python -m insightface_align.symbols.ext            # build (the Makefile's install step runs this)
+    python -m insightface_align.symbols.ext --check    # build if needed, then load it into MXNet
 
 The build targets the machine it runs on (-march=native): build where you run.
 """
@@ -132,27 +132,27 @@ def load(library: str = LIBRARY) -> None:
     """Register the library's operators with MXNet once per process (mx.sym / mx.nd).
 
     Raises ExtensionError naming the file when it is missing or stale: run
-    `python -m symbols.ext` (or `make install`) to build it.
+    `python -m insightface_align.symbols.ext` (or `make install`) to build it.
     """
     path = os.path.abspath(library)
     if path in _loaded:
         return
     if is_stale(path):
         state = "missing" if not os.path.exists(path) else "older than its sources"
-        raise ExtensionError(f"{path} is {state}; build it with `python -m symbols.ext` (make install does)")
+        raise ExtensionError(f"{path} is {state}; build it with `python -m insightface_align.symbols.ext` (make install does)")
     import mxnet as mx
 
     try:
         mx.library.load(path, False)
     except Exception as exc:  # MXNetError or OSError from dlopen
-        raise ExtensionError(f"{path}: MXNet could not load it ({exc}); rebuild with `python -m symbols.ext --force`") from exc
+        raise ExtensionError(f"{path}: MXNet could not load it ({exc}); rebuild with `python -m insightface_align.symbols.ext --force`") from exc
     _loaded.add(path)
 
 
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m symbols.ext", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m insightface_align.symbols.ext", description=__doc__.split("\n\n")[0])
     parser.add_argument("--force", action="store_true", help="rebuild even when the library is current")
     parser.add_argument("--check", action="store_true", help="also load the library and list its operators")
     args = parser.parse_args(argv)
