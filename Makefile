@@ -34,6 +34,8 @@ DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 	train-2d train-3d stats clean help
 
 help:
+	@echo "make help                 this list"
+	@echo "make install              .venv with the pinned packages, the package (editable), the CPU operators"
 	@echo "make test                 install into .venv and run the test suite"
 	@echo "make demo                 synthetic data -> train the demo recipe on CPU -> evaluate -> export -> runs/demo/"
 	@echo "make data-synth           synthetic 2D and 3D sets packed into data/synth2d and data/synth3d"
@@ -47,6 +49,8 @@ help:
 	@echo "make stats                Table 1 of the paper for every recipe"
 	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
 	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
+	@echo "make bench-data           training-iterator throughput (samples/s) and where its time goes"
+	@echo "make clean                remove .venv, build artefacts, caches and the compiled operators (keeps data/, runs/)"
 
 install: $(INSTALLED)
 

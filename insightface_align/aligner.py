@@ -7,12 +7,14 @@ in the original image's pixel-centre coordinates.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from .confidence import point_confidence
+from .errors import AlignError, DataError
 from .detect import default_detector
 from .models import bundled_prefix
 from .evaluate import flip_average
@@ -52,11 +54,74 @@ class Face:
         return five_points(self.points)
 
 
+class InputError(AlignError, ValueError):
+    """An image or a face box the Aligner cannot use; the message says what is wrong."""
+
+
+def read_image(path) -> np.ndarray:
+    """A BGR uint8 image from any file OpenCV reads (EXIF orientation ignored, as the packer does)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(path, "no such image file")
+    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None or image.size == 0:
+        raise DataError(path, "not an image OpenCV can decode")
+    return image
+
+
+def as_bgr(image, rgb: bool = False) -> np.ndarray:
+    """Validate an image and return it as BGR uint8 (H, W, 3).
+
+    Accepts a path, or a uint8 array that is grey (H, W) / (H, W, 1), colour (H, W, 3) or
+    colour with alpha (H, W, 4; alpha is dropped). `rgb=True` says the array's channels are
+    R, G, B (PIL, matplotlib) rather than OpenCV's B, G, R. Floats, uint16, bool and empty
+    arrays are refused: silently rescaling them would move every point."""
+    if isinstance(image, (str, bytes, os.PathLike)):
+        return read_image(image)
+    if image is None:
+        raise InputError("image is None (did cv2.imread fail to read the file?)")
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise InputError(f"image dtype {image.dtype}: expected uint8 0..255 (convert floats with "
+                         "(img * 255).round().astype(np.uint8), 16-bit with img >> 8)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise InputError(f"image shape {image.shape}: expected (H, W), (H, W, 3) or (H, W, 4)")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise InputError(f"image shape {image.shape}: too small to hold a face")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if rgb else cv2.COLOR_BGRA2BGR)
+    return np.ascontiguousarray(image[:, :, ::-1]) if rgb else image
+
+
+def check_box(box, shape) -> tuple:
+    """A face box as 4 finite floats (x0, y0, x1, y1) with x1 > x0, y1 > y0, overlapping the image."""
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        raise InputError(f"face box {box!r}: expected 4 numbers x0, y0, x1, y1") from None
+    if len(values) != 4:
+        raise InputError(f"face box {box!r}: expected 4 numbers x0, y0, x1, y1, got {len(values)}")
+    if not all(np.isfinite(values)):
+        raise InputError(f"face box {values}: not finite")
+    x0, y0, x1, y1 = values
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"face box {values}: x1 must exceed x0 and y1 exceed y0")
+    height, width = shape[:2]
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise InputError(f"face box {values}: outside the {width}x{height} image")
+    return values
+
+
 class Aligner:
     """Heatmap model + crop rule + decoder. `get(image, bbox=None)` aligns the largest face.
 
     With no prefix (and no model) it loads the bundled 2D model; with no detector it uses
-    detect.default_detector() (dlib's HOG, calibrated to the training crops)."""
+    detect.default_detector() (dlib's HOG, calibrated to the training crops). Images are
+    paths or uint8 arrays, BGR unless `rgb=True` (see `as_bgr`)."""
 
     def __init__(self, prefix: str | None = None, epoch: int = 0, ctx=None, batch_size: int = 1, detector=None,
                  decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None, winograd: bool = False):
@@ -77,7 +142,9 @@ class Aligner:
             self._detector = default_detector()
         return self._detector
 
-    def detect(self, image_bgr: np.ndarray) -> list:
+    def detect(self, image, rgb: bool = False) -> list:
+        """Face boxes (x0, y0, x1, y1), largest first."""
+        image_bgr = as_bgr(image, rgb)
         boxes = [tuple(float(v) for v in b[:4]) for b in self.detector(image_bgr)]
         return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
@@ -91,24 +158,38 @@ class Aligner:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         return img[:, :, ::-1].transpose(2, 0, 1).astype(np.float32), m
 
-    def get_batch(self, images: list, boxes: list) -> list:
-        """One Face per (image, box) pair, predicted in batches."""
-        crops, mats = zip(*(self.crop(img, box) for img, box in zip(images, boxes))) if images else ((), ())
-        if not crops:
-            return []
+    def get_batch(self, images: list, boxes: list | None = None, rgb: bool = False) -> list:
+        """One result per image, predicted in one batch.
+
+        With `boxes` (one per image) every result is a Face. Without, each image's largest
+        detected face is aligned, and images where no face is found give None."""
+        images = [as_bgr(img, rgb) for img in images]
+        if boxes is None:
+            found = [self.detect(img) for img in images]
+            boxes = [b[0] if b else None for b in found]
+        elif len(boxes) != len(images):
+            raise InputError(f"{len(images)} images but {len(boxes)} face boxes")
+        else:
+            boxes = [check_box(box, img.shape) for img, box in zip(images, boxes)]
+        todo = [i for i, box in enumerate(boxes) if box is not None]
+        results = [None] * len(images)
+        if not todo:
+            return results
+        crops, mats = zip(*(self.crop(images[i], boxes[i]) for i in todo))
         batch = np.stack(crops)
         heat = self.model(batch)
         if self.flip_tta:
             heat = flip_average(self.model, batch, heat)
         pts, _ = decode(heat, self.decoder, self.input_size)
         conf = point_confidence(heat, getattr(self.model, "heatmap_kind", "softmax_ce"))
-        faces = []
-        for box, m, p, c in zip(boxes, mats, pts, conf):
-            faces.append(Face(box=tuple(box), points=transform_points(invert_affine(m), p)[:, :2], confidence=c))
-        return faces
+        for k, i in enumerate(todo):
+            results[i] = Face(box=tuple(boxes[i]), points=transform_points(invert_affine(mats[k]), pts[k])[:, :2],
+                              confidence=conf[k])
+        return results
 
-    def get(self, image_bgr: np.ndarray, bbox=None) -> Face | None:
-        """The largest detected face (or the given box); None when no face is found."""
+    def get(self, image, bbox=None, rgb: bool = False) -> Face | None:
+        """The largest detected face (or the face in `bbox`); None when no face is found."""
+        image_bgr = as_bgr(image, rgb)
         if bbox is None:
             boxes = self.detect(image_bgr)
             if not boxes:
@@ -116,6 +197,8 @@ class Aligner:
             bbox = boxes[0]
         return self.get_batch([image_bgr], [bbox])[0]
 
-    def get_all(self, image_bgr: np.ndarray) -> list:
+    def get_all(self, image, rgb: bool = False) -> list:
+        """Every detected face, largest first."""
+        image_bgr = as_bgr(image, rgb)
         boxes = self.detect(image_bgr)
-        return self.get_batch([image_bgr] * len(boxes), boxes)
+        return self.get_batch([image_bgr] * len(boxes), boxes) if boxes else []

@@ -1,5 +1,6 @@
 """Aligner geometry (independent colour-dot oracle), 5 points + ArcFace alignment, detector, predict CLI."""
 import json
+import os
 import subprocess
 import sys
 
@@ -135,27 +136,190 @@ def test_five_points_and_arcface_alignment():
     assert np.abs(aligned.astype(int) - expected.astype(int)).mean() < 3
 
 
-def test_predict_cli(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A deploy checkpoint of a small random network (predict's plumbing, not accuracy)."""
     import mxnet as mx
 
+    from insightface_align.export import save_deploy
     from insightface_align.symbols.config import NetConfig
     from insightface_align.symbols.network import get_symbol
-    from insightface_align.export import save_deploy
 
     sym = get_symbol(NetConfig(block="cab", topology="sat3", depth=3, multiplier=0.125))
     mod = mx.mod.Module(sym, data_names=["data"], label_names=None)
     mod.bind(data_shapes=[("data", (1, 3, 128, 128))], for_training=False)
     mod.init_params(mx.init.Xavier())
-    save_deploy(str(tmp_path / "m"), sym, *mod.get_params())
-    (tmp_path / "in").mkdir()
-    cv2.imwrite(str(tmp_path / "in" / "a.jpg"), _dotted_image(_points()))
-    cv2.imwrite(str(tmp_path / "in" / "b.png"), _dotted_image(_points(), (200, 260)))
-    (tmp_path / "in" / "broken.jpg").write_bytes(b"not an image")
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "predict.py"), str(tmp_path / "in"), "--prefix",
-                           str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--box", "150,100,250,200",
-                           "--aligned"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 image(s) written" in proc.stdout and "1 unreadable" in proc.stdout and "broken.jpg" in proc.stdout
-    record = json.load(open(tmp_path / "out" / "a.json"))
+    prefix = str(tmp_path_factory.mktemp("tiny") / "m")
+    save_deploy(prefix, sym, *mod.get_params())
+    return prefix
+
+
+def _photo_tree(root):
+    """in/a/face.jpg, in/b/face.jpg (same name, other folder), in/b/face.png, in/broken.jpg."""
+    for sub, shape, ext in (("a", (300, 400), ".jpg"), ("b", (200, 260), ".jpg"), ("b", (220, 280), ".png")):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / sub / ("face" + ext)), _dotted_image(_points(), shape))
+    (root / "broken.jpg").write_bytes(b"not an image")
+
+
+def test_predict_cli_mirrors_folders_and_fails_on_unreadable(tmp_path, tiny_model):
+    _photo_tree(tmp_path / "in")
+    proc = subprocess.run([sys.executable, "-m", "insightface_align", "predict", str(tmp_path / "in"),
+                           "--prefix", tiny_model, "--out", str(tmp_path / "out"), "--box", "150,100,250,200",
+                           "--aligned"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # one input could not be read
+    assert "3 of 4 image(s) predicted" in proc.stdout and "1 unreadable" in proc.stdout
+    assert "broken.jpg" in proc.stderr
+    out = tmp_path / "out"
+    record = json.load(open(out / "a" / "face.json"))
     assert len(record["faces"]) == 1 and np.array(record["faces"][0]["points"]).shape == (68, 2)
-    assert (tmp_path / "out" / "a-landmarks.jpg").exists() and (tmp_path / "out" / "b-face0-112.png").exists()
+    assert record["coordinates"].startswith("x, y in input-image pixels, 0-based")
+    assert record["model"]["prefix"] == os.path.abspath(tiny_model) and record["model"]["epoch"] == 0
+    # b/face.jpg and b/face.png do not overwrite each other or a/face.*
+    assert (out / "b" / "face_jpg.json").exists() and (out / "b" / "face_png.json").exists()
+    assert (out / "a" / "face-landmarks.jpg").exists() and (out / "b" / "face_png-face0-112.png").exists()
+    info = json.load(open(out / "predictions-info.json"))
+    assert info["images"] == 4 and info["predicted"] == 3 and info["faces"] == 3
+    assert len(info["unreadable"]) == 1 and "broken.jpg" in info["unreadable"][0]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "pts"])
+def test_predict_formats_agree_with_json(tmp_path, tiny_model, fmt):
+    from insightface_align.cli.predict import main
+    from insightface_align.datasets.pts import read_pts
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"p{i}.png"), _dotted_image(_points(), (260 + 20 * i, 400)))
+    common = [str(folder), "--prefix", tiny_model, "--box", "150,100,250,200", "--no-draw"]
+    assert main(common + ["--out", str(tmp_path / "ref")]) == 0
+    assert main(common + ["--out", str(tmp_path / "got"), "--format", fmt]) == 0
+    ref = {i: np.array(json.load(open(tmp_path / "ref" / f"p{i}.json"))["faces"][0]["points"]) for i in range(2)}
+    got = tmp_path / "got"
+    assert not list(got.glob("*-landmarks.jpg"))
+    if fmt == "jsonl":
+        lines = [json.loads(line) for line in open(got / "predictions.jsonl")]
+        assert [os.path.basename(r["image"]) for r in lines] == ["p0.png", "p1.png"]
+        points = {i: np.array(r["faces"][0]["points"]) for i, r in enumerate(lines)}
+    elif fmt == "csv":
+        import csv
+
+        rows = list(csv.reader(open(got / "predictions.csv")))
+        assert len(rows) == 3 and len(rows[0]) == 7 + 136 + 68 and rows[0][7:9] == ["x0", "y0"]
+        points = {i: np.array(rows[1 + i][7:7 + 136], float).reshape(68, 2) for i in range(2)}
+    else:
+        points = {i: read_pts(str(got / f"p{i}.pts")) - 1.0 for i in range(2)}  # .pts are 1-based
+    for i in range(2):
+        np.testing.assert_allclose(points[i], ref[i], atol=2e-3)
+    assert json.load(open(got / "predictions-info.json"))["format"] == fmt
+
+
+@pytest.mark.parametrize("case, message", [
+    ("box3", "--box '1,2,3'"),
+    ("boxnan", "finite"),
+    ("boxinverted", "x1 > x0"),
+    ("missing", "{tmp}/missing.jpg: no such file or folder"),
+    ("empty", "{tmp}/empty: holds no image"),
+    ("outfile", "{tmp}/file: --out exists and is not a folder"),
+])
+def test_predict_validates_arguments_before_loading_the_model(tmp_path, capsys, case, message):
+    from insightface_align.cli.predict import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    image = str(tmp_path / "in.png")
+    cv2.imwrite(image, _dotted_image(_points()))
+    out = ["--out", str(tmp_path / "out")]
+    args = {"box3": [image, "--box", "1,2,3"] + out, "boxnan": [image, "--box", "nan,0,10,10"] + out,
+            "boxinverted": [image, "--box", "50,50,10,10"] + out,
+            "missing": [str(tmp_path / "missing.jpg")] + out, "empty": [str(tmp_path / "empty")] + out,
+            "outfile": [image, "--out", str(tmp_path / "file")]}[case]
+    # The prefix does not exist: the argument error must come before any model loading.
+    assert main(args + ["--prefix", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message.format(tmp=tmp_path) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_walks_symlink_loops_once(tmp_path):
+    from insightface_align.cli.predict import expand
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("in/x.jpg", "in/sub/y.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    os.symlink(tmp_path / "in", tmp_path / "in" / "sub" / "loop")
+    os.symlink(tmp_path / "in" / "sub", tmp_path / "in" / "again")
+    files = expand([str(tmp_path / "in")])
+    assert sorted(name for _, name in files) == ["sub/y", "x"]
+
+
+class _BoxDetector:
+    """Finds the dotted face wherever it is drawn: the box of non-black pixels."""
+
+    def __call__(self, img):
+        ys, xs = np.nonzero(img.max(axis=2) > 0)
+        return [(xs.min(), ys.min(), xs.max(), ys.max())] if len(xs) else []
+
+
+def test_aligner_accepts_paths_grey_bgra_and_rgb_alike(tmp_path):
+    pts = _points()
+    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    bgr = _dotted_image(pts)
+    box = (150, 100, 250, 200)
+    ref = aligner.get(bgr, bbox=box).points
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), bgr)
+    np.testing.assert_allclose(aligner.get(str(path), bbox=box).points, ref)
+    np.testing.assert_allclose(aligner.get(path, bbox=box).points, ref)
+    np.testing.assert_allclose(aligner.get(bgr[:, :, ::-1].copy(), bbox=box, rgb=True).points, ref)
+    np.testing.assert_allclose(aligner.get(cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), bbox=box).points, ref)
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    assert aligner.get(grey, bbox=box).points.shape == (68, 2)
+    assert aligner.get(grey[:, :, None], bbox=box).points.shape == (68, 2)
+
+
+@pytest.mark.parametrize("image, message", [
+    (None, "image is None"),
+    (np.zeros((300, 400, 3), np.float32), "dtype float32: expected uint8"),
+    (np.zeros((300, 400, 3), np.uint16), "dtype uint16"),
+    (np.zeros((300, 400, 3), bool), "dtype bool"),
+    (np.zeros((0, 0, 3), np.uint8), "too small"),
+    (np.zeros((300, 400, 2), np.uint8), "expected (H, W), (H, W, 3) or (H, W, 4)"),
+    ("/no/such/face.jpg", "/no/such/face.jpg: no such image file"),
+])
+def test_aligner_refuses_images_it_would_misread(image, message):
+    from insightface_align.errors import AlignError
+
+    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    with pytest.raises(AlignError) as exc:
+        aligner.get(image, bbox=(150, 100, 250, 200))
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("box, message", [
+    ((np.nan, 100, 250, 200), "not finite"),
+    ((250, 100, 150, 200), "x1 must exceed x0"),
+    ((500, 400, 600, 500), "outside the 400x300 image"),
+    ((1, 2, 3), "got 3"),
+    ("abcd", "expected 4 numbers"),
+])
+def test_aligner_refuses_bad_boxes(box, message):
+    from insightface_align.aligner import InputError
+
+    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    with pytest.raises(InputError) as exc:
+        aligner.get(_dotted_image(_points()), bbox=box)
+    assert message in str(exc.value)
+
+
+def test_get_batch_detects_when_no_boxes_are_given():
+    pts = _points()
+    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    empty = np.zeros((300, 400, 3), np.uint8)
+    faces = aligner.get_batch([_dotted_image(pts), empty, _dotted_image(pts)])
+    assert faces[1] is None and faces[0] is not None
+    np.testing.assert_allclose(faces[0].points, faces[2].points)
+    assert np.abs(faces[0].points - pts).max() < 1.5
+    with pytest.raises(ValueError):
+        aligner.get_batch([empty], [(0, 0, 10, 10), (0, 0, 10, 10)])

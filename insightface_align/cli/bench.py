@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from .common import HelpFormatter
 
 # MXNet reads OMP_NUM_THREADS once, when it loads. Left unset it ran one thread on this 2-core
 # machine while the FAN gauge took both (README "Inference speed"): default to one per core, as
@@ -199,9 +200,9 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    dcn = sub.add_parser("dcn", help="paper model: training step and inference with native / fast / portable / "
+    dcn = sub.add_parser("dcn", formatter_class=HelpFormatter, help="paper model: training step and inference with native / fast / portable / "
                                       "no DCN")
     dcn.add_argument("--repeats", type=int, default=2,
                      help="training rounds; each binds every variant, warms up and times one step "
@@ -215,24 +216,24 @@ def main(argv=None) -> int:
     dcn.add_argument("--skip-train", action="store_true", help="only time inference")
     dcn.add_argument("--mean-impl", choices=["auto", "standard", "fused"], default="auto",
                      help="node means of every variant (standard = the release's operators)")
-    dcn.add_argument("--seed", type=int, default=0)
+    dcn.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     dcn.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
     dcn.add_argument("--quiet", action="store_true", help="no progress bars")
-    train = sub.add_parser("train", help="sdu-2d training step with the data iterator vs a fixed batch")
-    train.add_argument("--recipe", default="sdu-2d")
-    train.add_argument("--width", type=float, default=1.0)
-    train.add_argument("--batch", type=int, default=8)
+    train = sub.add_parser("train", formatter_class=HelpFormatter, help="sdu-2d training step with the data iterator vs a fixed batch")
+    train.add_argument("--recipe", default="sdu-2d", help="recipe whose network is timed")
+    train.add_argument("--width", type=float, default=1.0, help="width multiplier of the network")
+    train.add_argument("--batch", type=int, default=8, help="training batch size")
     train.add_argument("--steps", type=int, default=3, help="steps per round and feed")
     train.add_argument("--rounds", type=int, default=2, help="alternating rounds (iterator, fixed)")
     train.add_argument("--rec", default=None, help="packed training set (default: 160 synthetic faces)")
     train.add_argument("--workers", type=int, default=2, help="data worker processes")
-    train.add_argument("--json", metavar="PATH")
-    infer = sub.add_parser("infer", help="per-face latency and batch throughput of the deploy variants")
-    infer.add_argument("--width", type=float, default=1.0)
+    train.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
+    infer = sub.add_parser("infer", formatter_class=HelpFormatter, help="per-face latency and batch throughput of the deploy variants")
+    infer.add_argument("--width", type=float, default=1.0, help="width multiplier of the network")
     infer.add_argument("--repeats", type=int, default=10, help="timed batch-1 rounds")
-    infer.add_argument("--big-batch", type=int, default=32)
-    infer.add_argument("--big-repeats", type=int, default=3)
-    infer.add_argument("--json", metavar="PATH")
+    infer.add_argument("--big-batch", type=int, default=32, help="batch size of the throughput rounds")
+    infer.add_argument("--big-repeats", type=int, default=3, help="timed throughput rounds")
+    infer.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
     infer.add_argument("--fan-python", metavar="PY", default=None,
                        help="interpreter with torch and face-alignment that times a 4-stack FAN side by side "
                             "(default: .venv-fan/bin/python when `make fan-gauge` built it)")

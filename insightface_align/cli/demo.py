@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from .common import HelpFormatter
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--out", default="runs/demo", help="output folder (report, plots, run and deploy checkpoint)")
     p.add_argument("--data", default="data/synth2d", help="packed data folder (made here when missing)")
     p.add_argument("--train-count", type=int, default=2000, help="synthetic training images to generate")
     p.add_argument("--test-count", type=int, default=300, help="synthetic test images to generate")
-    p.add_argument("--recipe", default="demo")
+    p.add_argument("--recipe", default="demo", help="recipe to train (a name under insightface_align/recipes or a path)")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's max_steps")
     p.add_argument("--width", type=float, default=None, help="override the recipe's width multiplier")
     p.add_argument("--batch", type=int, default=None, help="override train.batch_per_device")
@@ -45,9 +45,9 @@ def make_data(data: Path, train_count: int, test_count: int, workers: int) -> No
         return
     raw = data.parent / (data.name + "-raw")
     for split, count, seed in (("train", train_count, 1), ("test", test_count, 2)):
-        run([sys.executable, ROOT / "tools" / "make_synthetic.py", "--mode", "2d", "--out", raw / split,
+        run([sys.executable, "-m", "insightface_align", "synth", "--mode", "2d", "--out", raw / split,
              "--count", count, "--seed", seed, "--workers", workers, "--overwrite"])
-        run([sys.executable, ROOT / "tools" / "pack_rec.py", "--format", "300w", "--input", raw / split,
+        run([sys.executable, "-m", "insightface_align", "pack", "--format", "300w", "--input", raw / split,
              "--output", data, "--name", split, "--workers", workers])
 
 

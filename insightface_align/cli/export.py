@@ -18,12 +18,13 @@ import numpy as np
 
 from ..errors import AlignError
 from ..fileio import atomic_write
+from .common import HelpFormatter
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prefix", required=True)
-    p.add_argument("--epoch", type=int, required=True)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--prefix", required=True, help="checkpoint prefix to export (PREFIX-symbol.json, PREFIX-EPOCH.params)")
+    p.add_argument("--epoch", type=int, required=True, help="checkpoint epoch/step to export")
     p.add_argument("--out", required=True, help="output prefix for the deploy checkpoint")
     p.add_argument("--dcn-impl", choices=["native", "portable", "fast"], default=None,
                    help="deformable convolution in the exported graph (default: portable, stock operators; "

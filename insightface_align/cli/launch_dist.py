@@ -18,10 +18,11 @@ import socket
 import subprocess
 import sys
 import time
+from .common import HelpFormatter
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--workers", type=int, default=2, help="number of workers (DMLC_NUM_WORKER)")
     p.add_argument("--servers", type=int, default=1, help="number of parameter servers (DMLC_NUM_SERVER)")
     p.add_argument("--host", default="127.0.0.1", help="the scheduler's address (DMLC_PS_ROOT_URI)")

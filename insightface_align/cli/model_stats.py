@@ -10,10 +10,11 @@ from tqdm import tqdm
 from insightface_align.symbols.config import DCN_IMPLS, MEAN_IMPLS
 
 from ..recipe import load_recipe, recipe_names
+from .common import HelpFormatter
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--recipes", nargs="*", default=None, help="recipe names (default: every recipe)")
     p.add_argument("--repeats", type=int, default=5, help="timed forward passes per recipe (median reported)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")

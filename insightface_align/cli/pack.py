@@ -13,6 +13,7 @@ import sys
 from insightface_align.datasets.layout import SETS, detect_sets, make_reader
 from insightface_align.errors import DataError
 from insightface_align.pack import pack_dataset
+from .common import HelpFormatter
 
 FORMATS = ("300w", "menpo", "cofw", "aflw2000", "300wlp", "list")
 
@@ -28,7 +29,7 @@ def _layout_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, epilog=_layout_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, epilog=_layout_help(), formatter_class=HelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--format", choices=FORMATS, help="pack one set of this format")
     mode.add_argument("--auto", choices=sorted(SETS), help="detect the standard sets below --input")

@@ -13,11 +13,12 @@ import time
 from tqdm import tqdm
 
 from insightface_align.synthetic import SynthConfig, generate_folder, make_face, montage
+from .common import HelpFormatter
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--mode", choices=("2d", "3d"), required=True,
                    help="2d: |yaw| <= 60, 300-W labels (jaw on its seen outline), NAME.jpg + NAME.pts; "
                         "3d: yaw up to +/-90, imageNNNNN.jpg + .mat (AFLW2000-3D)")

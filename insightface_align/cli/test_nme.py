@@ -22,10 +22,11 @@ from ..checkpoint import atomic_write
 from ..errors import AlignError
 from ..metrics import (DECODERS, DEFAULT_DECODER, NORMALISERS, ced, default_normaliser, mean_shape_in_box,
                        per_image_nme, summarise)
+from .common import HelpFormatter
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--prefix", required=True, help="checkpoint prefix (PREFIX-symbol.json, PREFIX-EPOCH.params)")
     p.add_argument("--epoch", type=int, required=True, help="checkpoint number (step for our runs, 0 for exports)")
     src = p.add_argument_group("test sets (at least one)")

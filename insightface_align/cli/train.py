@@ -19,10 +19,11 @@ from insightface_align.symbols.config import DCN_IMPLS, MEAN_IMPLS
 
 from ..errors import AlignError
 from ..recipe import load_recipe
+from .common import HelpFormatter
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--recipe", default="sdu-2d", help="recipe name (recipes/NAME.yaml) or path")
     p.add_argument("--data", required=True, help="folder holding train.rec/.idx and test sets (NAME.rec)")
     p.add_argument("--train-rec", default=None, help="training .rec (default: DATA/train.rec)")
