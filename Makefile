@@ -13,10 +13,12 @@ GL_STAMP := $(VENV)/.gl-ok
 INSTALLED := $(STAMP) $(EXT) $(GL_STAMP)
 FAN_VENV := .venv-fan
 FAN_STAMP := $(FAN_VENV)/.installed
-# Tests use one OpenMP thread per process: two pytest workers fill the two cores.
+DLIB_VENV := .venv-dlib
+DLIB_STAMP := $(DLIB_VENV)/.installed
+# Tests run in one process with one OpenMP thread and MXNet's NaiveEngine (operators run synchronously).
 TEST_ENV := OMP_NUM_THREADS=1 MXNET_ENGINE_TYPE=NaiveEngine
 # Jobs use one OpenMP thread per core. Left unset, MXNet picks fewer on small machines (the demo
-# trained 1.5x slower), and oneDNN's results depend on the thread count (see README, Known issues).
+# trained 1.5x slower), and oneDNN's results depend on the thread count (docs/training.md).
 THREADS ?= $(shell nproc)
 RUN_ENV := OMP_NUM_THREADS=$(THREADS)
 
@@ -30,7 +32,7 @@ SYNTH_TEST ?= 300
 WORKERS ?= 2
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
-.PHONY: data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
+.PHONY: real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
 	train-2d train-3d stats clean help
 
 help:
@@ -49,6 +51,8 @@ help:
 	@echo "make stats                Table 1 of the paper for every recipe"
 	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
 	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
+	@echo "make real-faces           real-photo benchmark of the bundled model and the detectors -> docs/real-faces.md"
+	@echo "make dlib-gauge           .venv-dlib: dlib's 68-point predictor, the reference column of make real-faces"
 	@echo "make bench-data           training-iterator throughput (samples/s) and where its time goes"
 	@echo "make clean                remove .venv, build artefacts, caches and the compiled operators (keeps data/, runs/)"
 
@@ -156,3 +160,14 @@ bench-data: $(INSTALLED) data/synth2d/train.rec
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(EXT)
+
+real-faces: $(INSTALLED)
+	$(RUN_ENV) $(PY) tools/real_faces.py --markdown docs/real-faces.md --json runs/real-faces.json
+
+dlib-gauge: $(DLIB_STAMP)
+
+$(DLIB_STAMP): requirements/dlib-gauge.txt
+	test -x $(DLIB_VENV)/bin/python || $(PYTHON) -m venv $(DLIB_VENV)
+	$(DLIB_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/dlib-gauge.txt
+	$(DLIB_VENV)/bin/python -c "import dlib, face_recognition_models; print('dlib', dlib.__version__)"
+	touch $@
