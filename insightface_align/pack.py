@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data.record import crop_to_record, pack_record
-from .datasets.base import SkipSample
+from .datasets.base import SkipSample, landmark_problem
 from .datasets.images import load_image
 from .errors import DataError
 from .geometry import landmark_box
@@ -80,6 +80,9 @@ def _process_with(state: dict, item) -> tuple:
         sample = reader.load(item)
         image = load_image(sample.image_path)
         points = np.asarray(sample.points, dtype=np.float32)[:, :2]
+        problem = landmark_problem(points, image.shape[1], image.shape[0])
+        if problem:
+            return ("skip", reader.describe(item), problem[0], f"{reader.describe(item)}: {problem[1]}")
         box = sample.box if sample.box is not None else landmark_box(points)
         crop, crop_points = crop_to_record(image, points, box)
         record = pack_record(0, crop, crop_points, quality=state["quality"])
@@ -104,7 +107,7 @@ def lst_line(index: int, label, rel_path: str) -> str:
 
 def _start(items, workers: int, init_args) -> tuple:
     """(result iterator in item order, pool or None). Work is submitted -- and the worker
-    processes forked -- right here, before any output file is open, so no child holds
+    processes started -- right here, before any output file is open, so no child holds
     a copy of the writer. A process pool executor, unlike multiprocessing.Pool, raises
     BrokenProcessPool when a worker dies (e.g. a crashing decoder) instead of hanging."""
     if workers <= 1:

@@ -26,7 +26,7 @@ from insightface_align.synthetic.look import sample_look
 from insightface_align.synthetic import scene
 from insightface_align.synthetic.template import landmark_xy, template_head
 
-# The 68-point horizontal flip permutation (DESIGN.md): index i becomes FLIP[i].
+# The 68-point horizontal flip permutation (insightface_align/data/flip.py): index i becomes FLIP[i].
 FLIP = (list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30]
         + list(range(35, 30, -1)) + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
         + list(range(54, 47, -1)) + list(range(59, 54, -1)) + list(range(64, 59, -1))
@@ -254,8 +254,8 @@ def test_mat_files_have_aflw2000_keys_and_shapes(tmp_path):
 
 
 def test_project_readers_read_the_generated_folders(tmp_path):
-    aflw = pytest.importorskip("insightface_align.datasets.aflw2000")
-    w300 = pytest.importorskip("insightface_align.datasets.w300")
+    from insightface_align.datasets import aflw2000 as aflw
+    from insightface_align.datasets import w300
     generate_folder(str(tmp_path / "p2"), 2, seed=9, config=SynthConfig(mode="2d"))
     generate_folder(str(tmp_path / "p3"), 2, seed=9, config=SynthConfig(mode="3d"))
     reader2 = w300.W300Reader(str(tmp_path / "p2"))

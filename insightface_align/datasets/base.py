@@ -86,11 +86,38 @@ def require_file(path, what: str, owner) -> str:
 
 
 def sorted_files(root, suffix: str) -> list:
-    """All files under root whose name ends with suffix (case-insensitive), sorted by relative path."""
-    found = []
+    """All files under root whose name ends with suffix (case-insensitive), sorted by relative
+    path. Symlinked folders are followed, but each real folder is walked once."""
+    found, seen = [], set()
     for folder, dirs, files in os.walk(root, followlinks=True):  # datasets are often symlinked in
-        dirs.sort()
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already walked (a loop, or the same data twice)
+            dirs[:] = []
+            continue
+        seen.add(real)
+        # real folders before links to them, so a file keeps its real path where it has one
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         for name in files:
             if name.lower().endswith(suffix.lower()):
                 found.append(os.path.join(folder, name))
     return sorted(found, key=lambda p: os.path.relpath(p, root))
+
+
+# Landmark sanity limits for packing: how far outside the image a point may lie (in image
+# sizes; faces cut by the border are kept) and the smallest landmark-box side in pixels.
+MAX_OUTSIDE = 0.5
+MIN_FACE_SIDE = 4.0
+
+
+def landmark_problem(points, width: int, height: int) -> tuple | None:
+    """(kind, message) saying why these landmarks cannot describe a face in a width x
+    height image, or None. `kind` is what the packer counts skips by."""
+    xy = np.asarray(points, dtype=np.float64)[:, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    margin = MAX_OUTSIDE * np.array([width, height], float)
+    if np.any(lo < -margin) or np.any(hi > np.array([width, height], float) + margin):
+        return ("landmarks far outside the image", f"landmarks far outside the {width}x{height} image "
+                f"(x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f})")
+    if max(hi - lo) < MIN_FACE_SIDE:
+        return "degenerate landmarks", f"degenerate landmarks (their box is {hi[0] - lo[0]:.1f} x {hi[1] - lo[1]:.1f} px)"
+    return None

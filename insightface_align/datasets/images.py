@@ -1,7 +1,9 @@
 """One image loader for every reader, so all datasets decode the same way.
 
-cv2 decodes JPEG/PNG/BMP/TIFF, grey, palette, 4-channel, CMYK and 16-bit files; we
-always return 3-channel BGR uint8. EXIF orientation is ignored on purpose: the
+cv2 decodes JPEG, PNG, BMP, TIFF, WebP, JPEG 2000 and the PPM/PGM/PBM family, grey,
+palette, 4-channel, CMYK and 16-bit files; we always return 3-channel BGR uint8. A JPEG or
+PNG cut short (a partial download or copy) is refused: OpenCV would decode it with the
+missing rows filled in, and the packer would store a smeared face. EXIF orientation is ignored on purpose: the
 benchmark annotations were made on the stored pixel grid, not the rotated view.
 """
 from __future__ import annotations
@@ -13,7 +15,9 @@ import numpy as np
 
 from ..errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# Every still-image format OpenCV's imdecode reads, as looked up beside an annotation.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff", ".webp",
+                    ".jp2", ".jpe", ".dib", ".pxm", ".sr", ".ras")
 _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
 
 
@@ -43,8 +47,27 @@ def load_image(path) -> np.ndarray:
         raise DataError(path, f"cannot read image ({exc.strerror or exc})") from None
     img = cv2.imdecode(data, _FLAGS) if data.size else None
     if img is None:
-        raise DataError(path, "not a decodable image (expected JPEG, PNG or BMP)")
+        raise DataError(path, "not a decodable image (expected a format OpenCV reads: JPEG, PNG, BMP, TIFF, "
+                              "WebP, PPM, ...)")
+    truncated = truncation(data.tobytes())
+    if truncated:
+        raise DataError(path, truncated)
     return to_bgr_uint8(img, path)
+
+
+def truncation(data: bytes) -> str | None:
+    """Why a JPEG or PNG file is incomplete, or None.
+
+    JPEG: the last scan (SOS marker FFDA) must be followed by the end-of-image marker
+    FFD9; entropy-coded data cannot hold either unescaped, and an embedded thumbnail's
+    FFD9 comes before the main image's scans. PNG: the IEND chunk must be present."""
+    if data[:3] == b"\xff\xd8\xff":
+        sos, eoi = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+        if eoi < 0 or eoi < sos:
+            return f"JPEG ends inside its image data at byte {len(data)} (truncated file)"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < 0:
+        return f"PNG has no IEND chunk after {len(data)} bytes (truncated file)"
+    return None
 
 
 def find_image(stem_path) -> str | None:

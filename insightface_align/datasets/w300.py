@@ -2,8 +2,8 @@
 
 Coordinate convention: the iBUG `.pts` files are 1-based (the top-left pixel's centre
 is (1, 1)), so the readers subtract `origin` = 1 to give 0-based pixel-centre
-coordinates. The image is the file next to the .pts with the same stem and any of
-.jpg/.jpeg/.png/.bmp.
+coordinates. The image is the file next to the .pts with the same stem, in any format
+OpenCV reads (images.IMAGE_EXTENSIONS).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class PtsReader(Reader):
         self._unwanted(path, raw.shape[0])
         if raw.shape[0] != NUM_POINTS:
             raise DataError(path, f"n_points is {raw.shape[0]}, expected {NUM_POINTS}")
-        image = require_file(find_image(os.path.splitext(path)[0]), "image (.jpg/.jpeg/.png/.bmp with the same name)", path)
+        image = require_file(find_image(os.path.splitext(path)[0]), "image (same name, any format OpenCV reads)", path)
         points = checked_points(raw - self.origin, path)
         return FaceSample(image_path=image, points=points, source=os.path.relpath(path, root))
 

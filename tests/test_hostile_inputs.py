@@ -1,0 +1,102 @@
+"""Hostile input to the readers and the packer: truncated images, every OpenCV format,
+absurd landmarks and symlink loops give a counted, named skip or a correct result."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from insightface_align.datasets import W300Reader
+from insightface_align.datasets.base import landmark_problem, sorted_files
+from insightface_align.datasets.images import load_image, truncation
+from insightface_align.errors import DataError
+from insightface_align.pack import pack_dataset
+from test_pack import face_points, read_all, write_face
+
+
+def _smooth(seed=0, size=(100, 120)):
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8), size[::-1], interpolation=cv2.INTER_CUBIC)
+
+
+def _pts(path, points):
+    lines = ["version: 1", f"n_points: {len(points)}", "{"] + [f"{x:.4f} {y:.4f}" for x, y in points + 1] + ["}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+JPEG = cv2.imencode(".jpg", _smooth())[1].tobytes()
+PNG = cv2.imencode(".png", _smooth())[1].tobytes()
+
+
+@pytest.mark.parametrize("data, fraction", [(JPEG, 0.3), (JPEG, 0.9), (PNG, 0.5), (PNG, 0.99)])
+def test_truncated_images_are_refused_with_the_file_named(tmp_path, data, fraction):
+    path = tmp_path / ("cut.jpg" if data is JPEG else "cut.png")
+    path.write_bytes(data[:int(len(data) * fraction)])
+    with pytest.raises(DataError) as exc:
+        load_image(path)
+    assert str(exc.value).startswith(str(path)) and "truncated" in str(exc.value) or "decodable" in str(exc.value)
+
+
+@given(st.integers(min_value=4, max_value=len(JPEG) - 3))
+@settings(max_examples=60)
+def test_every_cut_jpeg_is_detected(cut):
+    assert truncation(JPEG[:cut]) is not None
+
+
+def test_whole_files_and_trailing_bytes_pass():
+    assert truncation(JPEG) is None and truncation(PNG) is None
+    assert truncation(JPEG + b"\x00" * 100) is None  # padding after the end marker
+    thumb = JPEG[:2] + b"\xff\xe1\x00\x10" + b"Exif\x00\x00" + JPEG[2:8] + JPEG[2:]  # an FFD9-free APP1 block
+    assert truncation(thumb) is None
+
+
+@pytest.mark.parametrize("ext", [".ppm", ".pgm", ".tif", ".webp", ".bmp", ".jp2"])
+def test_every_format_opencv_reads_is_found_beside_the_pts(tmp_path, ext):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    image = _smooth(3)
+    if ext == ".pgm":
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    assert cv2.imwrite(str(folder / ("face" + ext)), image)
+    _pts(folder / "face.pts", face_points(3))
+    summary = pack_dataset(W300Reader(str(folder)), tmp_path / "out", "t", workers=1, progress=False)
+    assert summary.written == 1 and not summary.skipped
+
+
+@pytest.mark.parametrize("points, reason", [
+    (np.full((68, 2), 50000.0), "landmarks far outside the 120x100 image"),
+    (np.full((68, 2), 40.0), "degenerate landmarks"),
+    (np.tile([[-500.0, 10.0]], (68, 1)) + np.arange(68)[:, None], "landmarks far outside"),
+])
+def test_absurd_landmarks_are_skipped_and_counted(tmp_path, points, reason):
+    folder = tmp_path / "d"
+    write_face(folder, "good", seed=1)
+    cv2.imwrite(str(folder / "bad.png"), _smooth(2))
+    _pts(folder / "bad.pts", points)
+    summary = pack_dataset(W300Reader(str(folder)), tmp_path / "out", "t", workers=1, progress=False)
+    assert summary.written == 1
+    (item, kind, message), = summary.skipped
+    assert kind in ("landmarks far outside the image", "degenerate landmarks")
+    assert "bad.pts" in message and reason in message
+    assert len(read_all(tmp_path / "out", "t")) == 1
+
+
+def test_faces_cut_by_the_border_are_kept():
+    pts = face_points(0) + [70.0, 0.0]  # the face half outside the right edge
+    assert landmark_problem(pts, 120, 100) is None
+
+
+def test_symlink_loops_neither_hang_nor_duplicate(tmp_path):
+    folder = tmp_path / "d"
+    write_face(folder / "sub", "a", seed=1)
+    write_face(folder, "b", seed=2)
+    os.symlink(folder, folder / "sub" / "loop")         # a loop back to the root
+    os.symlink(folder / "sub", folder / "again")        # the same data twice
+    os.symlink(folder / "again", folder / "sub" / "x")  # and a chain of links
+    found = sorted_files(str(folder), ".pts")
+    assert [os.path.relpath(p, folder) for p in found] == ["b.pts", "sub/a.pts"]
+    summary = pack_dataset(W300Reader(str(folder)), tmp_path / "out", "t", workers=1, progress=False)
+    assert summary.written == 2
