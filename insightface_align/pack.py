@@ -3,16 +3,25 @@
 Each face becomes one record (data/record.py): the 384x384 crop around the face box
 (or, without one, the tight landmark box) and its 136 label floats. Work is spread over
 processes; the parent writes records in the readers' sorted item order, so the same
-input always gives byte-identical files whatever the worker count. Files are written as
-NAME.*.tmp and renamed only after every item is done; on any error or Ctrl-C the
-temporaries are removed. Bad files (DataError) and deliberate skips (SkipSample) are
-counted and listed, never fatal.
+input always gives byte-identical files whatever the worker count. Bad files (DataError)
+and deliberate skips (SkipSample) are counted and listed, never fatal.
+
+The three files form one set, replaced together:
+- a lock file (.NAME.lock) admits one packer per set; a second one fails at once;
+- the set is written into a private folder (.NAME.pack-XXXX) beside the outputs;
+- a journal (.NAME.pack-journal) names that folder before the three renames start and is
+  removed after them, so a packer killed between two renames leaves a journal that the
+  next pack of the set (or `finish_interrupted`) completes: no kill leaves a mixed set;
+- on an error, Ctrl-C or SIGTERM the private folder is removed and the old set is kept.
 """
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -123,34 +132,111 @@ def _start(items, workers: int, init_args) -> tuple:
         raise
 
 
-def _remove(paths) -> None:
-    for path in paths:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
+def _lock(output_dir: str, name: str):
+    """An exclusive lock on the set NAME in output_dir, or DataError when another packer has it."""
+    path = os.path.join(output_dir, f".{name}.lock")
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DataError(os.path.join(output_dir, name + ".rec"),
+                        "another pack is writing this set now; wait for it or choose another --name") from None
+    return handle
+
+
+def finish_interrupted(output_dir: str, name: str) -> bool:
+    """Complete a set swap a killed packer left half done (its journal names the folder
+    with the new files); remove private folders of packers that died before swapping.
+    Call with the set's lock held. Returns True when a swap was completed."""
+    journal = os.path.join(output_dir, f".{name}.pack-journal")
+    completed = False
+    if os.path.exists(journal):
+        with open(journal, encoding="utf-8") as f:
+            staged = os.path.join(output_dir, os.path.basename(f.read().strip()))
+        for ext in OUTPUT_SUFFIXES:
+            source = os.path.join(staged, name + ext)
+            if os.path.exists(source):
+                os.replace(source, os.path.join(output_dir, name + ext))
+        os.remove(journal)
+        completed = True
+    for entry in os.listdir(output_dir):
+        if entry.startswith(f".{name}.pack-") and os.path.isdir(os.path.join(output_dir, entry)):
+            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
+    return completed
+
+
+def _swap_in(staged: str, output_dir: str, name: str) -> dict:
+    """Move the staged set over the old one under the journal; returns the final paths."""
+    journal = os.path.join(output_dir, f".{name}.pack-journal")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.journal-", dir=output_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(os.path.basename(staged))
+    os.replace(tmp, journal)
+    final = {}
+    for ext in (".idx", ".lst", ".rec"):
+        final[ext] = os.path.join(output_dir, name + ext)
+        os.replace(os.path.join(staged, name + ext), final[ext])
+    os.remove(journal)
+    return {ext: final[ext] for ext in OUTPUT_SUFFIXES}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM while packing: unwound like Ctrl-C so workers and temporaries are cleaned up."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
 
 
 def pack_dataset(reader, output_dir, name: str, workers: int | None = None, quality: int = 95,
                  progress: bool = True) -> PackSummary:
     """Write output_dir/NAME.rec, .idx and .lst from a reader; returns the summary.
 
-    Raises DataError if no item could be packed (nothing is written then).
+    Raises DataError if no item could be packed (nothing is written then) or another
+    packer holds the set.
     """
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"invalid set name {name!r}")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    final = {ext: os.path.join(output_dir, name + ext) for ext in OUTPUT_SUFFIXES}
-    temp = {ext: path + ".tmp" for ext, path in final.items()}
+    lock = _lock(output_dir, name)
+    previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    try:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+        finish_interrupted(output_dir, name)
+        staged = tempfile.mkdtemp(prefix=f".{name}.pack-", dir=output_dir)
+        try:
+            summary = _pack_into(reader, staged, name, workers, quality, progress)
+            summary.files = _swap_in(staged, output_dir, name)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return summary
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        lock.close()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _pack_into(reader, folder: str, name: str, workers: int, quality: int, progress: bool) -> PackSummary:
+    """Write the set into `folder` (a private staging folder)."""
+    paths = {ext: os.path.join(folder, name + ext) for ext in OUTPUT_SUFFIXES}
     items = reader.items()
     summary = PackSummary(name=name)
     image_root = os.path.abspath(reader.image_root())
     writer = lst = bar = None
     results, pool = _start(items, workers, (reader, quality, image_root))
     try:
-        writer = mx.recordio.MXIndexedRecordIO(temp[".idx"], temp[".rec"], "w")
-        lst = open(temp[".lst"], "w", encoding="utf-8", newline="\n")
+        writer = mx.recordio.MXIndexedRecordIO(paths[".idx"], paths[".rec"], "w")
+        lst = open(paths[".lst"], "w", encoding="utf-8", newline="\n")
         bar = tqdm(total=len(items), desc=f"pack {name}", unit="img", disable=not progress)
         for result in results:
             if result[0] == "ok":
@@ -174,12 +260,8 @@ def pack_dataset(reader, output_dir, name: str, workers: int | None = None, qual
             writer.close()
         if lst is not None:
             lst.close()
-        _remove(temp.values())
         raise
     bar.close()
     if pool is not None:
         pool.shutdown(wait=True)
-    for ext in OUTPUT_SUFFIXES:
-        os.replace(temp[ext], final[ext])
-    summary.files = final
     return summary

@@ -100,3 +100,52 @@ def test_symlink_loops_neither_hang_nor_duplicate(tmp_path):
     assert [os.path.relpath(p, folder) for p in found] == ["b.pts", "sub/a.pts"]
     summary = pack_dataset(W300Reader(str(folder)), tmp_path / "out", "t", workers=1, progress=False)
     assert summary.written == 2
+
+
+def test_a_second_packer_on_the_same_set_fails_clearly(tmp_path):
+    from insightface_align.pack import _lock
+
+    folder = tmp_path / "d"
+    write_face(folder, "a", seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = _lock(str(out), "t")  # another packer is writing the set
+    try:
+        with pytest.raises(DataError) as exc:
+            pack_dataset(W300Reader(str(folder)), out, "t", workers=1, progress=False)
+        assert str(exc.value).startswith(str(out / "t.rec")) and "another pack is writing" in str(exc.value)
+        pack_dataset(W300Reader(str(folder)), out, "other", workers=1, progress=False)  # other sets are free
+    finally:
+        held.close()
+    assert pack_dataset(W300Reader(str(folder)), out, "t", workers=1, progress=False).written == 1
+
+
+@pytest.mark.parametrize("renamed", [0, 1, 2])
+def test_a_swap_killed_between_renames_is_completed_not_mixed(tmp_path, renamed):
+    from insightface_align.pack import finish_interrupted
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_face(old, "a", seed=1)
+    for i in range(3):
+        write_face(new, f"n{i}", seed=10 + i)
+    out = tmp_path / "out"
+    pack_dataset(W300Reader(str(old)), out, "t", workers=1, progress=False)
+    staged = out / ".t.pack-killed"
+    pack_dataset(W300Reader(str(new)), staged, "t", workers=1, progress=False)
+    (out / ".t.pack-journal").write_text(staged.name)
+    for ext in (".idx", ".lst", ".rec")[:renamed]:  # the packer died after `renamed` renames
+        os.replace(staged / ("t" + ext), out / ("t" + ext))
+    assert finish_interrupted(str(out), "t")
+    assert len(read_all(out, "t")) == 3 and len((out / "t.lst").read_text().splitlines()) == 3
+    assert not staged.exists() and not (out / ".t.pack-journal").exists()
+
+
+def test_staging_folders_of_dead_packers_are_removed(tmp_path):
+    folder = tmp_path / "d"
+    write_face(folder, "a", seed=1)
+    out = tmp_path / "out"
+    (out / ".t.pack-dead").mkdir(parents=True)
+    (out / ".t.pack-dead" / "t.rec").write_bytes(b"partial")
+    pack_dataset(W300Reader(str(folder)), out, "t", workers=1, progress=False)
+    assert not (out / ".t.pack-dead").exists()
+    assert sorted(p.name for p in out.iterdir()) == [".t.lock", "t.idx", "t.lst", "t.rec"]

@@ -49,7 +49,9 @@ def read_all(folder, name):
 
 
 def files_in(folder):
-    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    """The folder's files, without the set's lock file (.NAME.lock stays, as lock files do)."""
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [n for n in names if not (n.startswith(".") and n.endswith(".lock"))]
 
 
 @pytest.fixture
