@@ -46,7 +46,7 @@ help:
 	@echo "make train-2d [DATA=data/2d] [GPUS=0,1] [RECIPE=sdu-2d]   (no DATA: synthetic set)"
 	@echo "make train-3d [DATA=data/3d] [GPUS=0,1] [RECIPE=sdu-3d]   (no DATA: synthetic set)"
 	@echo "make data-synth-big       the bundled model's rendered training set (BIG_COUNT=100000, resumable)"
-	@echo "make train-bundled        train / continue the bundled model (recipes/bundled-2d.yaml)"
+	@echo "make train-bundled        train / continue the bundled model (insightface_align/recipes/bundled-2d.yaml)"
 	@echo "make snapshot-bundled     copy its newest checkpoint into training/ and the package"
 	@echo "make stats                Table 1 of the paper for every recipe"
 	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
