@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 # MXNet build: CUDA 11.2 when an NVIDIA GPU is visible, CPU otherwise (override: MXNET=cpu|gpu).
 MXNET ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(MXNET)
-# The project's compiled MXNet operators (fast deformable conv blend), built for this CPU.
+# The project's compiled MXNet operators (docs/compiled-operators.md): any x86-64 CPU, AVX-512 kernels
+# chosen at run time.
 EXT := insightface_align/symbols/ext/libsdu_ops.so
 GL_STAMP := $(VENV)/.gl-ok
 INSTALLED := $(STAMP) $(EXT) $(GL_STAMP)
@@ -69,8 +70,11 @@ $(GL_STAMP):
 	else echo "error: the synthetic renderer needs Mesa's EGL: install $(GL_PACKAGES) (as root)"; exit 2; fi
 	touch $@
 
+# The build rebuilds when the sources' content changed (its build record's hash), else says "up to date";
+# `touch -c` then keeps make from asking again.
 $(EXT): $(wildcard insightface_align/symbols/ext/*.cc insightface_align/symbols/ext/*.h) | $(STAMP)
 	$(PY) -m insightface_align.symbols.ext --check
+	touch -c $@
 
 $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

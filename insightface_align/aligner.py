@@ -17,9 +17,8 @@ from .confidence import point_confidence
 from .errors import AlignError, DataError
 from .detect import default_detector
 from .models import bundled_prefix
-from .evaluate import flip_average
 from .geometry import invert_affine, transform_points, window_from_box, window_matrix
-from .metrics import DEFAULT_DECODER, decode
+from .heatmaps import DEFAULT_DECODER, decode, flip_average
 
 # The standard 112x112 ArcFace template: left eye, right eye, nose tip, left and right mouth corner
 # (image left/right), as used by InsightFace's recognition pipelines.
@@ -126,7 +125,7 @@ class Aligner:
     def __init__(self, prefix: str | None = None, epoch: int = 0, ctx=None, batch_size: int = 1, detector=None,
                  decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None, winograd: bool = False):
         if model is None:
-            from .model import HeatmapModel
+            from .model import HeatmapModel  # lazy: MXNet is imported only to load a checkpoint
 
             if prefix is None:
                 prefix, epoch = bundled_prefix()

@@ -10,9 +10,21 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 
 import mxnet as mx
 import numpy as np
+
+from .cpu_graph import fast_cpu_convolutions, fold_batchnorm, freeze_tap_weights
+from .data.iterator import AlignIter
+from .export import quantize_int8
+from .fan_gauge import FanGauge
+from .losses import label_names, training_symbol
+from .model import HeatmapModel
+from .recipe import load_recipe
+from .symbols.backend import COMPILED, PORTABLE, RELEASE, choose
+from .symbols.network import build_heatmaps, get_symbol
+from .train import data_config, loss_config
 
 
 def peak_rss_gb() -> float:
@@ -24,6 +36,7 @@ def peak_rss_gb() -> float:
 
 def synthetic_rec(count: int = 160, seed: int = 5) -> str:
     """A small packed synthetic 2D set in a temporary folder (when no --rec is given)."""
+    # Lazy: the face renderer (OpenGL, scipy) and the packer load only when no --rec is given.
     from .datasets.w300 import W300Reader
     from .pack import pack_dataset
     from .synthetic.dataset import generate_folder
@@ -37,22 +50,15 @@ def synthetic_rec(count: int = 160, seed: int = 5) -> str:
 
 def bench_train(recipe_name: str, width: float, batch: int, steps: int, rounds: int, rec: str | None,
                 workers: int) -> dict:
-    """Seconds per training step with the iterator running vs a fixed in-memory batch."""
-    from dataclasses import replace
-
-    from insightface_align.symbols.network import build_heatmaps
-
-    from .data.iterator import AlignIter
-    from .losses import label_names, training_symbol
-    from .recipe import load_recipe
-    from .train import data_config, loss_config
-
-    recipe = load_recipe(recipe_name, multiplier=width, dcn_impl="fast")
+    """Seconds per training step with the iterator running vs a fixed in-memory batch
+    (the fast deformable convolution, node means chosen for the CPU)."""
+    recipe = load_recipe(recipe_name, multiplier=width)
     loss = loss_config(recipe)
     rec = rec or synthetic_rec()
     dcfg = replace(data_config(recipe, loss, batch, True, seed=0, num_workers=workers), last_batch="discard")
     it = AlignIter(rec, dcfg)
-    sym = training_symbol(build_heatmaps(recipe.network), loss, recipe.network.heatmap_size)
+    sym = training_symbol(build_heatmaps(recipe.network, backend=choose(None, dcn="fast")), loss,
+                          recipe.network.heatmap_size)
     mod = mx.mod.Module(sym, data_names=["data"], label_names=label_names(loss), context=mx.cpu())
     mod.bind(data_shapes=it.provide_data, label_shapes=it.provide_label)
     mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
@@ -84,7 +90,7 @@ def bench_train(recipe_name: str, width: float, batch: int, steps: int, rounds: 
             times[mode].append((time.perf_counter() - start) / steps)
     it.close()
     out = {"recipe": recipe_name, "width": width, "batch": batch, "steps_per_round": steps, "rounds": rounds,
-           "data_workers": workers, "peak_rss_gb": round(peak_rss_gb(), 2)}
+           "data_workers": workers, "pairs": dcfg.pairs, "peak_rss_gb": round(peak_rss_gb(), 2)}
     for mode, ts in times.items():
         med = statistics.median(ts)
         out[mode] = {"seconds_per_step": round(med, 3), "samples_per_s": round(batch / med, 2),
@@ -111,10 +117,6 @@ def _infer_variants(width: float, calib_images: np.ndarray, only: tuple = ()) ->
     fast/portable graphs are the export's (tap GEMM weights frozen into parameters).
     `only`: keep the variants whose name contains one of these strings (case-insensitive);
     the others are not even built (the INT8 ones take a minute each to calibrate)."""
-    from insightface_align.symbols.network import get_symbol
-
-    from .export import fold_batchnorm, freeze_tap_weights, quantize_int8, fast_cpu_convolutions
-    from .recipe import load_recipe
 
     def init(sym):
         mod = mx.mod.Module(sym, data_names=["data"], label_names=None)
@@ -124,21 +126,20 @@ def _infer_variants(width: float, calib_images: np.ndarray, only: tuple = ()) ->
         return mod.get_params()
 
     sdu = load_recipe("sdu-2d", multiplier=width).network
-    cpu_ops = get_symbol(sdu.replace(dcn_impl="fast", mean_impl="fused"))
+    cpu_ops = get_symbol(sdu, backend=COMPILED)
     args, aux = init(cpu_ops)
     args = _fractional_offsets(args)
-    stock = sdu.replace(mean_impl="standard")
     fast = freeze_tap_weights(cpu_ops, args, aux)[:3]
-    folded = fold_batchnorm(fast[0], dict(fast[1]), dict(fast[2]))[:3]  # it pops folded BNs from aux
+    folded = fold_batchnorm(*fast)[:3]
 
     def hourglass():
         hg = get_symbol(load_recipe("hourglass2-resnet", multiplier=width).network)
         return (hg,) + init(hg)
 
     builders = {
-        "sdu-2d native DCN (stock ops)": lambda: (get_symbol(stock.replace(dcn_impl="native")), args, aux),
+        "sdu-2d native DCN (stock ops)": lambda: (get_symbol(sdu, backend=RELEASE), args, aux),
         "sdu-2d portable DCN (stock ops)":
-            lambda: freeze_tap_weights(get_symbol(stock.replace(dcn_impl="portable")), args, aux)[:3],
+            lambda: freeze_tap_weights(get_symbol(sdu, backend=PORTABLE), args, aux)[:3],
         "sdu-2d cpu ops (fast DCN, fused means)": lambda: fast,
         "sdu-2d cpu ops + BN folded": lambda: folded,
         "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": lambda: fast_cpu_convolutions(*folded)[:3],
@@ -163,11 +164,9 @@ def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, ca
 
     With `fan_python` (an interpreter with torch and face-alignment), a 4-stack FAN with
     random weights runs in that interpreter as one more variant of the same rounds: the
-    issue's INT8 goal is "half of FAN", and only a side-by-side ratio survives VM drift.
+    INT8 target is "half of FAN", and only a side-by-side ratio survives VM drift.
     `only` selects variants by name (see _infer_variants).
     """
-    from .fan_gauge import FanGauge
-
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     fan = FanGauge(fan_python, threads) if fan_python else None
     try:
@@ -178,8 +177,6 @@ def bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, ca
 
 
 def _bench_infer(width: float, repeats: int, big_batch: int, big_repeats: int, calib: int, fan, only: tuple) -> dict:
-    from .model import HeatmapModel
-
     rng = np.random.RandomState(0)
     calib_images = rng.uniform(0, 255, (calib, 3, 128, 128)).astype(np.float32)
     variants = _infer_variants(width, calib_images, only)
@@ -260,11 +257,177 @@ def infer_table(summary: dict) -> str:
 
 
 def train_table(summary: dict) -> str:
+    """`bench train`'s table (the format of docs/benchmarks.md) and a line with the data
+    pipeline's overhead, the peak memory and the settings the table does not show."""
     it, fx = summary["iterator"], summary["fixed"]
+    workers = summary["data_workers"]
+    feed = ("in-process" if workers == 0 else f"{workers} worker process{'es' if workers != 1 else ''}") + \
+        (", pairs" if summary.get("pairs", True) else ", no pairs")
     return "\n".join([
-        f"| feed | s/step (batch {summary['batch']}) | samples/s |", "| --- | ---: | ---: |",
-        f"| AlignIter ({summary['data_workers']} workers, pairs) | {it['seconds_per_step']:.3f} | "
-        f"{it['samples_per_s']:.2f} |",
-        f"| fixed in-memory batch | {fx['seconds_per_step']:.3f} | {fx['samples_per_s']:.2f} |",
-        "", f"data pipeline overhead: {summary['data_pipeline_overhead_pct']:+.1f}%; "
-            f"peak RSS {summary['peak_rss_gb']:.1f} GB"])
+        "| feed | s/step | samples/s |", "| --- | ---: | ---: |",
+        f"| `AlignIter` ({feed}) | {seconds(it['seconds_per_step'])} | {it['samples_per_s']:.2f} |",
+        f"| fixed in-memory batch | {seconds(fx['seconds_per_step'])} | {fx['samples_per_s']:.2f} |",
+        "", f"Data pipeline overhead {summary['data_pipeline_overhead_pct']:+.1f}%; peak memory of the process "
+            f"{summary['peak_rss_gb']:.1f} GB ({summary['recipe']} at width {summary['width']:g}, batch "
+            f"{summary['batch']}, {plural(summary['rounds'], 'round')} of {plural(summary['steps_per_round'], 'step')} "
+            "per feed)."])
+
+
+# ---- Tables written into documentation pages (`--markdown PAGE`) ----------------------------------
+#
+# Each benchmark command writes its table(s) between `<!-- begin: TAG -->` and `<!-- end: TAG -->`
+# in PAGE (cli.common.write_generated), followed by a line naming the command line, the date and the
+# machine, so the page says what produced every figure. The formats are those of docs/benchmarks.md.
+
+# Display names of the `bench infer` variants on the page (the keys are the names --only matches)
+# and the cells printed in bold there: the figures the fp32 and INT8 targets are about.
+INFER_DISPLAY = {
+    "sdu-2d native DCN (stock ops)": "sdu-2d native DCN (stock operators)",
+    "sdu-2d portable DCN (stock ops)": "sdu-2d portable DCN (stock operators; the default export)",
+    "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": "sdu-2d `--winograd`",
+    "sdu-2d INT8 (cpu ops, folded)": "sdu-2d INT8 (`--int8`)",
+}
+INFER_BOLD = {
+    "sdu-2d --winograd (Winograd, depthwise, deconvolution ops)": {"latency"},
+    "sdu-2d INT8 (cpu ops, folded)": {"latency", "fan", "throughput"},
+}
+DCN_DISPLAY = {"none": "none (`sdu-nodcn`, the floor)", "native": "native (MXNet's operator)",
+               "fast": "fast (compiled)", "portable": "portable (stock operators)"}
+
+
+def plural(count, word: str, suffix: str = "s") -> str:
+    """`1 round`, `2 rounds`."""
+    return f"{count} {word}{'' if str(count) == '1' else suffix}"
+
+
+def seconds(value: float | None) -> str:
+    """A time as the page shows it: two decimals from 1 s up, three significant digits below."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    if value >= 1 or value <= 0:
+        return f"{value:.2f}"
+    decimals = 2 - int(np.floor(np.log10(value)))
+    return f"{value:.{decimals}f}"
+
+
+def _bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
+def dcn_markdown(summary: dict) -> str:
+    """`bench dcn`'s table: training step and per-face inference time of each variant, and
+    their ratios to the no-DCN floor ("-" where not measured)."""
+    cfg = summary["config"]
+    per_face = max(int(cfg["infer_batch"]), 1)
+    lines = [f"| DCN | train step s (batch {cfg['batch']}) | x no-DCN | inference s/face (batch {cfg['infer_batch']}) "
+             "| x no-DCN |", "| --- | ---: | ---: | ---: | ---: |"]
+    for v, row in summary["variants"].items():
+        infer = row["infer_seconds"] / per_face if "infer_seconds" in row else None
+        ratio = {k: f"{row[k]:.2f}" if k in row else "-" for k in ("train_ratio", "infer_ratio")}
+        lines.append(f"| {DCN_DISPLAY.get(v, v)} | {seconds(row.get('train_seconds'))} | {ratio['train_ratio']} | "
+                     f"{seconds(infer)} | {ratio['infer_ratio']} |")
+    return "\n".join(lines)
+
+
+def infer_markdown(summary: dict) -> str:
+    """`bench infer`'s table as docs/benchmarks.md shows it: the page's names for the
+    variants, the x FAN column always (with "-" when no gauge ran), the targets' cells in bold."""
+    lines = [f"| model | latency s/face (batch 1) | x cpu ops | x FAN | cold-cache latency | "
+             f"faces/s (batch {summary['big_batch']}) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, row in summary["variants"].items():
+        bold = INFER_BOLD.get(name, set())
+        vs_fast = f"{row['latency_vs_fast']:.2f}" if "latency_vs_fast" in row else "-"
+        vs_fan = f"{row['latency_vs_fan']:.3f}" if "latency_vs_fan" in row else "-"
+        rate = f"{row['throughput_faces_per_s']:.2f}" if "throughput_faces_per_s" in row else "-"
+        lines.append(f"| {INFER_DISPLAY.get(name, name)} | {_bold(seconds(row['latency_s']), 'latency' in bold)} | "
+                     f"{vs_fast} | {_bold(vs_fan, 'fan' in bold and vs_fan != '-')} | "
+                     f"{seconds(row.get('latency_cold_s'))} | {_bold(rate, 'throughput' in bold and rate != '-')} |")
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def command_line(prog: str, argv=None) -> str:
+    """The command that ran: `prog ARGS` when the arguments were handed in (the
+    insightface-align dispatcher, tests), else this process's own sys.argv; the environment
+    variables that change the timings (OMP_NUM_THREADS, MXNET_ENGINE_TYPE) in front."""
+    import shlex
+    import sys
+
+    if argv is None:
+        prog, argv = sys.argv[0], sys.argv[1:]
+        if os.path.isabs(prog) and not os.path.relpath(prog).startswith(".."):
+            prog = os.path.relpath(prog)
+    env = [f"{k}={shlex.quote(os.environ[k])}" for k in ("OMP_NUM_THREADS", "MXNET_ENGINE_TYPE") if k in os.environ]
+    return " ".join(env + [prog] + [shlex.quote(str(a)) for a in argv])
+
+
+def provenance(command: str, load_before: float | None = None, extra: tuple = ()) -> str:
+    """One line saying what wrote a table: command line, date, CPU, threads, MXNet version."""
+    import datetime
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    features = mx.runtime.Features()
+    build = "MKLDNN" if features.is_enabled("MKLDNN") else ("CUDA" if features.is_enabled("CUDA") else "no MKLDNN")
+    facts = [f"{cpu_model()} ({os.cpu_count()} CPUs)",
+             plural(threads, "OpenMP thread") if threads else "OpenMP threads as MXNet chooses (OMP_NUM_THREADS unset)",
+             f"MXNet {mx.__version__} ({build})",
+             f"engine {os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice')}", *extra]
+    if load_before is not None:
+        facts.append(f"load average {load_before:.2f} at the start")
+    tick = "``" if "`" in command else "`"
+    pad = " " if "`" in command else ""
+    return (f"Written by {tick}{pad}{command}{pad}{tick} on {datetime.date.today().isoformat()}: "
+            + ", ".join(facts) + ".")
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def markdown_problem(path: str, tag: str) -> str | None:
+    """Why `path` cannot take the table tagged `tag` (None when it can): checked before a
+    benchmark runs, so a long run never ends in a write that fails or replaces the whole
+    page (write_generated replaces a page that lacks the markers)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"{path}: folder {folder} does not exist"
+    if os.path.isdir(path):
+        return f"{path}: is a folder"
+    try:
+        with open(path, encoding="utf-8") as f:
+            page = f.read()
+    except FileNotFoundError:
+        return None  # a new page holding just this table
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{path}: cannot read it ({e})"
+    begin, end = f"<!-- begin: {tag} -->", f"<!-- end: {tag} -->"
+    if page.strip() and not (begin in page and end in page and page.index(begin) < page.index(end)):
+        return (f"{path}: no '{begin}' ... '{end}' markers; add them where the table goes "
+                f"(the rest of the page is kept)")
+    return None
+
+
+def write_markdown(path: str, tag: str, table: str, command: str, load_before: float | None = None,
+                   notes: tuple = (), extra: tuple = ()) -> None:
+    """Write `table`, the `notes` lines and the provenance line between the `tag` markers of `path`."""
+    from .cli.common import write_generated
+
+    parts = [table.strip(), *[n.strip() for n in notes if n and n.strip()], provenance(command, load_before, extra)]
+    write_generated(path, "\n\n".join(parts), tag)

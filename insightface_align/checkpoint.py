@@ -1,45 +1,47 @@
 """Checkpoints in MXNet's layout, written atomically, plus the trainer's resume state.
 
 Files for step S under PREFIX: PREFIX-symbol.json, PREFIX-%04d.params (S), PREFIX-%04d.states
-(optimizer, pickled with the optimizer itself so Nadam's schedule and the learning-rate
-scheduler survive), PREFIX-%04d.json (step, epoch, batches done, metrics) and
+(optimizer states and counters, so Nadam's schedule and the learning-rate scheduler
+survive; an NDArray file that cannot run code, optimizer_states.py), PREFIX-%04d.json (step, epoch, batches done, metrics, and the
+model's description: `network`, the NetConfig, and `heatmap_loss`) and
 PREFIX-latest.json pointing at the newest complete checkpoint (written last).
+Exports write the same PREFIX-%04d.json with only the model's description (MODEL_KEYS)
+and `graph`, the form of the saved graph (export.py). docs/checkpoints.md has the layout.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import mxnet as mx
 
 from .errors import DataError
-from .fileio import atomic_write
+from .fileio import atomic_path, atomic_write
+from .optimizer_states import save_states
+
+__all__ = ["MODEL_KEYS", "atomic_write", "latest_step", "load_config", "load_params", "load_state", "model_config",
+           "save_checkpoint", "save_params"]
+
+# What a checkpoint's json says about the model (as opposed to the trainer's state).
+MODEL_KEYS = ("recipe", "network", "heatmap_loss")
 
 
 def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
     """Save arg:/aux: prefixed NDArrays (mx.model.save_checkpoint's format) atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".params", dir=directory)
-    os.close(fd)
-    try:
-        blob = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
-        blob.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+    blob = {"arg:" + k: v.as_in_context(mx.cpu()) for k, v in arg_params.items()}
+    blob.update({"aux:" + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
+    with atomic_path(path, suffix=".params") as tmp:
         mx.nd.save(tmp, blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
-def save_checkpoint(prefix: str, step: int, symbol, arg_params, aux_params, optimizer_states: bytes | None,
-                    state: dict) -> None:
+def save_checkpoint(prefix: str, step: int, symbol, arg_params, aux_params, updater, state: dict) -> None:
+    """Write checkpoint `step`; `updater` (an mx.optimizer.Updater, or None) gives the
+    optimizer states, saved without pickle (optimizer_states.py)."""
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     atomic_write("%s-symbol.json" % prefix, symbol.tojson(), "w")
     save_params("%s-%04d.params" % (prefix, step), arg_params, aux_params)
-    if optimizer_states is not None:
-        atomic_write("%s-%04d.states" % (prefix, step), optimizer_states)
+    if updater is not None:
+        save_states("%s-%04d.states" % (prefix, step), updater)
     atomic_write("%s-%04d.json" % (prefix, step), json.dumps(dict(state, step=step), indent=1), "w")
     atomic_write("%s-latest.json" % prefix, json.dumps({"step": step}), "w")
 
@@ -61,6 +63,23 @@ def load_state(prefix: str, step: int) -> dict:
             return json.load(f)
     except (OSError, ValueError) as exc:
         raise DataError(path, f"cannot read the trainer state ({exc})") from None
+
+
+def load_config(prefix: str, epoch: int) -> dict:
+    """PREFIX-EPOCH.json as a dict; {} when there is none or it is unreadable (the
+    release's checkpoints have none: they load by their saved graph)."""
+    try:
+        with open("%s-%04d.json" % (prefix, epoch), encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def model_config(prefix: str, epoch: int) -> dict:
+    """The model's description from a checkpoint's json (MODEL_KEYS that are present)."""
+    values = load_config(prefix, epoch)
+    return {k: values[k] for k in MODEL_KEYS if k in values}
 
 
 def load_params(prefix: str, epoch: int) -> tuple:

@@ -1,6 +1,8 @@
 """The project's own exceptions: every user-facing failure names the file and the problem."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 
 class AlignError(Exception):
     """Base class for errors this project raises on purpose."""
@@ -26,8 +28,6 @@ class DataError(AlignError, ValueError):
 
 def reject_unknown_fields(cls, values: dict, section: str = "") -> None:
     """ConfigError naming the first key of `values` that is not a field of dataclass `cls`."""
-    from dataclasses import fields
-
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

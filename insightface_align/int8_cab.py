@@ -13,12 +13,9 @@ MXNet quantises the rest.
 """
 from __future__ import annotations
 
-import json
-
-import mxnet as mx
 import numpy as np
 
-from .export import SAME_3X3, _calibrated_ranges, _has, _output_index, _prune
+from .graph import SAME_3X3, calibrated_ranges, consumers, graph_of, has_attrs, heads, output_index, prune
 
 # A CAB's maps as sdu_cab_q names them (node (w, h) of symbols/blocks.py; "_x" is the
 # depthwise unit on row 3): the INT8 maps the operator calibrates (the convolutions'
@@ -68,7 +65,7 @@ class _Match:
             return False
         conv = self.nodes[relu["inputs"][0][0]]
         attrs = conv.get("attrs", {})
-        if (conv["op"] != "Convolution" or not _has(attrs, SAME_3X3) or attrs.get("no_bias", "False") != "False"
+        if (conv["op"] != "Convolution" or not has_attrs(attrs, SAME_3X3) or attrs.get("no_bias", "False") != "False"
                 or len(conv["inputs"]) != 3 or conv["inputs"][0] != self.entry[src]):
             return False
         filters = int(attrs["num_filter"])
@@ -113,18 +110,14 @@ def _is_max_pool2(node: dict) -> bool:
 def find_cabs(graph: dict) -> list:
     """The CABs of a symbol JSON whose structure sdu_cab_q computes, as _Match objects."""
     nodes = graph["nodes"]
-    consumers = {}
-    for k, node in enumerate(nodes):
-        for src, _, _ in node["inputs"]:
-            consumers.setdefault(src, []).append(k)
-    heads = {h[0] for h in graph["heads"]}
+    readers, head_nodes = consumers(graph), heads(graph)
     found, taken = [], set()
     for i in reversed(range(len(nodes))):  # outputs first: a block's inner means are never matched alone
         if nodes[i]["op"] != "sdu_mean" or i in taken:
             continue
         match = _Match(nodes, i)
-        if match.find() and match.sealed(consumers, heads) and not (match.inside & taken):
-            _fusable_neighbours(nodes, match, consumers, heads)
+        if match.find() and match.sealed(readers, head_nodes) and not (match.inside & taken):
+            _fusable_neighbours(nodes, match, readers, head_nodes)
             found.append(match)
             taken |= match.inside
     pooled_outputs = {cab.pool for cab in found}
@@ -137,7 +130,7 @@ def find_cabs(graph: dict) -> list:
 def int8_cab_blocks(sym, arg: dict, aux: dict, images: np.ndarray, batch_size: int) -> tuple:
     """sym with every CAB as one sdu_cab_q, its maps' ranges calibrated on `sym` over images
     (min/max, as MXNet's 'naive' calibration). Returns (symbol, number of blocks)."""
-    graph = json.loads(sym.tojson())
+    graph = graph_of(sym)
     cabs = find_cabs(graph)
     if not cabs:
         return sym, 0
@@ -148,8 +141,8 @@ def int8_cab_blocks(sym, arg: dict, aux: dict, images: np.ndarray, batch_size: i
     for k, cab in enumerate(cabs):
         for name in ("data",) + MAPS:
             src, index, _ = cab.entry[name]
-            entries[(k, name)] = internals[_output_index(outputs, nodes[src]["name"], index)]
-    ranges = _calibrated_ranges(arg, aux, images, batch_size, entries)
+            entries[(k, name)] = internals[output_index(outputs, nodes[src]["name"], index)]
+    ranges = calibrated_ranges(arg, aux, images, batch_size, entries)
     for k, cab in enumerate(cabs):
         attrs = {}
         for name in ("data",) + MAPS:
@@ -176,4 +169,4 @@ def int8_cab_blocks(sym, arg: dict, aux: dict, images: np.ndarray, batch_size: i
         for out, _, _ in LAYERS:
             for i in cab.convs[out]:
                 nodes[i]["attrs"] = dict(nodes[i].get("attrs", {}), __shape__=str(tuple(arg[nodes[i]["name"]].shape)))
-    return _prune(graph), len(cabs)
+    return prune(graph), len(cabs)

@@ -15,7 +15,9 @@ import mxnet as mx
 import numpy as np
 
 from .data.flip import FLIP_PERMUTATION
-from .errors import ConfigError, reject_unknown_fields
+from .errors import ConfigError
+from .fields import typed_fields
+from .heatmaps import HALF_PIXEL, pixel_bounds
 
 HEATMAP_LOSSES = ("sigmoid_ce", "softmax_ce", "mse")
 COHERENT = ("none", "affine", "flip", "both")
@@ -60,8 +62,7 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LossConfig":
-        reject_unknown_fields(cls, values, "loss")
-        return cls(**values)
+        return cls(**typed_fields(cls, values, "loss"))
 
 
 def sigmoid_ce(pred, label):
@@ -86,7 +87,8 @@ HEATMAP_LOSS_FNS = {"sigmoid_ce": sigmoid_ce, "softmax_ce": softmax_ce, "mse": m
 def render_heatmaps(coords, size: int, sigma: float):
     """(B, K, 2) heatmap-pixel (x, y) -> (B, K, size, size) Gaussians (peak 1); sigma 0 = one pixel.
 
-    Points outside the map give an all-zero channel, as the iterator's heatmap targets.
+    Points outside the map give an all-zero channel, as the iterator's heatmap targets
+    (the pixel-centre convention of heatmaps.py).
     """
     grid = mx.sym.arange(0, size).reshape((1, 1, size))
     x = mx.sym.slice_axis(coords, axis=2, begin=0, end=1)  # (B, K, 1)
@@ -95,9 +97,10 @@ def render_heatmaps(coords, size: int, sigma: float):
         gx = mx.sym.exp(-mx.sym.square(mx.sym.broadcast_sub(grid, x)) / (2.0 * sigma * sigma))
         gy = mx.sym.exp(-mx.sym.square(mx.sym.broadcast_sub(grid, y)) / (2.0 * sigma * sigma))
     else:
-        gx = mx.sym.broadcast_equal(grid, mx.sym.floor(x + 0.5))
-        gy = mx.sym.broadcast_equal(grid, mx.sym.floor(y + 0.5))
-    inside = (x >= -0.5) * (x < size - 0.5) * (y >= -0.5) * (y < size - 0.5)  # (B, K, 1)
+        gx = mx.sym.broadcast_equal(grid, mx.sym.floor(x + HALF_PIXEL))
+        gy = mx.sym.broadcast_equal(grid, mx.sym.floor(y + HALF_PIXEL))
+    low, high = pixel_bounds(size)
+    inside = (x >= low) * (x < high) * (y >= low) * (y < high)  # (B, K, 1)
     gx = mx.sym.broadcast_mul(gx, inside)
     return mx.sym.BlockGrad(mx.sym.broadcast_mul(mx.sym.expand_dims(gy, axis=3), mx.sym.expand_dims(gx, axis=2)))
 

@@ -1,14 +1,20 @@
-"""Heatmap decoding and the paper's error metrics (NME, failure rate, AUC, CED).
+"""The paper's error metrics (NME, failure rate, AUC, CED) and the mean-shape baseline.
 
-Coordinates are (x, y) pixel-centre. `heatmap_to_input` converts heatmap pixels to
-input pixels for an input/heatmap ratio r: x_in = (x_hm + 0.5) * r - 0.5.
+Points are (x, y) pixel-centre coordinates (heatmaps.py has the convention and the
+decoders, re-exported here).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .heatmaps import DECODERS, DEFAULT_DECODER, decode, decode_heatmaps, decode_release, heatmap_to_input
+
+__all__ = ["DECODERS", "DEFAULT_DECODER", "NORMALISERS", "auc", "ced", "decode", "decode_heatmaps", "decode_release",
+           "default_normaliser", "failure_rate", "heatmap_to_input", "mean_shape", "mean_shape_in_box", "normaliser",
+           "per_image_nme", "summarise"]
+
 NORMALISERS = ("eye_centre", "outer_corners", "pupils", "box_diagonal", "box_sqrt")
-# Default normaliser by test-set name (DESIGN.md "Metrics"), matched case-insensitively by prefix.
+# Default normaliser by test-set name (docs/evaluation.md), matched case-insensitively by prefix.
 DEFAULT_NORMALISER = {"ibug": "eye_centre", "cofw": "eye_centre", "300w": "outer_corners",
                       "menpo": "box_diagonal", "aflw2000": "box_sqrt"}
 
@@ -19,88 +25,6 @@ def default_normaliser(test_set: str) -> str:
         if key.startswith(prefix.replace("-", "")):
             return norm
     return "outer_corners"
-
-
-def decode_heatmaps(heatmaps: np.ndarray, method: str = "subpixel") -> tuple:
-    """(N, K, H, W) -> (points (N, K, 2) in heatmap pixels, peak values (N, K)).
-
-    argmax: the peak pixel. subpixel: the peak moved a quarter pixel toward the higher
-    neighbour on each axis (the classic hourglass refinement).
-    """
-    hm = np.asarray(heatmaps, dtype=np.float32)
-    n, k, h, w = hm.shape
-    flat = hm.reshape(n, k, -1)
-    idx = flat.argmax(axis=2)
-    peaks = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
-    y, x = np.divmod(idx, w)
-    pts = np.stack([x, y], axis=-1).astype(np.float32)
-    if method == "argmax":
-        return pts, peaks
-    if method == "centroid":
-        return _local_centroid(hm, x, y), peaks
-    if method != "subpixel":
-        raise ValueError(f"unknown decoder {method!r}; choose argmax, subpixel or centroid")
-    nn, kk = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
-    xl, xr = np.clip(x - 1, 0, w - 1), np.clip(x + 1, 0, w - 1)
-    yu, yd = np.clip(y - 1, 0, h - 1), np.clip(y + 1, 0, h - 1)
-    dx = hm[nn, kk, y, xr] - hm[nn, kk, y, xl]
-    dy = hm[nn, kk, yd, x] - hm[nn, kk, yu, x]
-    pts[..., 0] += 0.25 * np.sign(dx) * ((x > 0) & (x < w - 1))
-    pts[..., 1] += 0.25 * np.sign(dy) * ((y > 0) & (y < h - 1))
-    return pts, peaks
-
-
-def _local_centroid(hm: np.ndarray, x: np.ndarray, y: np.ndarray, radius: int = 2) -> np.ndarray:
-    """Centre of mass of (value - window minimum) in a (2r+1)^2 window around each peak."""
-    n, k, h, w = hm.shape
-    offs = np.arange(-radius, radius + 1)
-    xs = np.clip(x[..., None] + offs, 0, w - 1)                      # (N, K, 2r+1)
-    ys = np.clip(y[..., None] + offs, 0, h - 1)
-    nn = np.arange(n)[:, None, None, None]
-    kk = np.arange(k)[None, :, None, None]
-    win = hm[nn, kk, ys[..., :, None], xs[..., None, :]]             # (N, K, 2r+1, 2r+1)
-    win = win - win.min(axis=(2, 3), keepdims=True)
-    total = np.maximum(win.sum(axis=(2, 3)), 1e-12)
-    cx = (win.sum(axis=2) * xs).sum(axis=2) / total
-    cy = (win.sum(axis=3) * ys).sum(axis=2) / total
-    return np.stack([cx, cy], axis=-1).astype(np.float32)
-
-
-def heatmap_to_input(points: np.ndarray, ratio: float) -> np.ndarray:
-    return (np.asarray(points, dtype=np.float64) + 0.5) * ratio - 0.5
-
-
-DECODERS = ("release", "argmax", "subpixel", "centroid")
-# Measured on the demo model (synthetic 2D test set, README): centroid 9.97% < release 10.05% <
-# subpixel 10.18% < argmax 10.48% NME, so the local centroid is the default everywhere.
-DEFAULT_DECODER = "centroid"
-
-
-def decode_release(heatmaps: np.ndarray, input_size: int) -> tuple:
-    """The release's decoder: each heatmap resized to the input size (bilinear), then argmax."""
-    import cv2
-
-    hm = np.asarray(heatmaps, dtype=np.float32)
-    n, k = hm.shape[:2]
-    pts = np.zeros((n, k, 2), dtype=np.float64)
-    peaks = hm.reshape(n, k, -1).max(axis=2)
-    for i in range(n):
-        # cv2 resizes up to 512 channels at once: (H, W, K) in, (in, in, K) out.
-        big = cv2.resize(hm[i].transpose(1, 2, 0), (input_size, input_size), interpolation=cv2.INTER_LINEAR)
-        big = big.reshape(input_size * input_size, k)
-        y, x = np.divmod(big.argmax(axis=0), input_size)
-        pts[i, :, 0], pts[i, :, 1] = x, y
-    return pts, peaks
-
-
-def decode(heatmaps: np.ndarray, method: str, input_size: int) -> tuple:
-    """Heatmaps -> (points in the input frame (N, K, 2), peak values (N, K)) by a named decoder."""
-    if method == "release":
-        return decode_release(heatmaps, input_size)
-    if method not in DECODERS:
-        raise ValueError(f"unknown decoder {method!r}; choose one of {', '.join(DECODERS)}")
-    pts, peaks = decode_heatmaps(heatmaps, method)
-    return heatmap_to_input(pts, input_size / heatmaps.shape[-1]), peaks
 
 
 def normaliser(gt: np.ndarray, kind: str) -> np.ndarray:
@@ -165,6 +89,7 @@ def mean_shape() -> np.ndarray:
 
     It is the template head's frontal landmark layout (synthetic/template.py), which was
     drawn from average human proportions."""
+    # Lazy: importing the synthetic package loads the whole face renderer (scipy, OpenCV).
     from .synthetic.template import landmark_xy
 
     xy = landmark_xy().copy()

@@ -1,20 +1,39 @@
-"""Load any heatmap checkpoint (ours, an exported deploy graph, or the original release's).
+"""Load any heatmap checkpoint (ours, an export, or the original release's) for inference.
 
 Like InsightFace's own code, the graph is cut at `heatmap_output`, so training-time
-loss heads and labels are never needed at inference.
+loss heads and labels are never needed at inference. A checkpoint whose json describes
+its network (PREFIX-EPOCH.json `network`: the trainer's checkpoints and the plain
+deploy exports) is rebuilt with the operators that suit the context
+(symbols/backend.py: this project's compiled ones on a CPU that has them, MXNet's
+elsewhere); any other runs the graph it saved. docs/checkpoints.md has the details.
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
 
-from .checkpoint import load_params
-from .errors import DataError
+from .checkpoint import load_config, load_params
+from .cpu_graph import fastest_cpu_graph, thaw_tap_weights
+from .errors import AlignError, DataError
+from .ndfile import check_ndarray_file
+from .release_config import infer_release_config
+from .symbols import ext
+from .symbols.backend import Backend, choose
+from .symbols.config import NetConfig
+from .symbols.network import get_symbol
 
+LOG = logging.getLogger(__name__)
 OUTPUT = "heatmap_output"
+HEATMAP_KINDS = ("softmax_ce", "sigmoid_ce", "mse")
+# Export forms that hold every parameter of the network (fp32, BatchNorm not folded), so
+# they can be rebuilt from their network config like a training checkpoint.
+REBUILDABLE_GRAPHS = ("deploy",)
 
 
 def contexts_from_string(spec: str) -> list:
@@ -29,11 +48,16 @@ def contexts_from_string(spec: str) -> list:
         raise DataError("--ctx", f"expected 'cpu' or GPU ids like 0,1; got {spec!r}") from None
 
 
-def _load_project_ops(path: str) -> None:
-    """Graphs using this project's compiled operators (fast DCN, fused means) need the
-    library registered before MXNet can parse them."""
-    from insightface_align.symbols import ext
+def _symbol_path(prefix: str) -> str:
+    path = "%s-symbol.json" % prefix
+    if not os.path.exists(path):
+        raise DataError(path, "checkpoint symbol not found")
+    return path
 
+
+def _load_project_ops(path: str) -> None:
+    """Graphs using this project's compiled operators (fast DCN, fused means, Winograd,
+    INT8 blocks) need the library registered before MXNet can parse them."""
     with open(path, "r", encoding="utf-8", errors="replace") as handle:
         uses_ext = ext.used_by(handle.read())
     if uses_ext:
@@ -44,9 +68,8 @@ def _load_project_ops(path: str) -> None:
 
 
 def load_symbol(prefix: str):
-    path = "%s-symbol.json" % prefix
-    if not os.path.exists(path):
-        raise DataError(path, "checkpoint symbol not found")
+    """The saved graph of a checkpoint, cut at heatmap_output."""
+    path = _symbol_path(prefix)
     _load_project_ops(path)
     try:
         sym = mx.sym.load(path)
@@ -56,6 +79,111 @@ def load_symbol(prefix: str):
     if OUTPUT not in internals.list_outputs():
         raise DataError(path, f"the graph has no '{OUTPUT}' (is this a heatmap alignment model?)")
     return internals[OUTPUT]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint's json says about its model.
+
+    network: the NetConfig, None for checkpoints without one (the release's);
+    heatmap_kind: the loss the heatmaps were trained with (confidence.py);
+    graph: None for a training checkpoint, else the form of an export's saved graph
+      (deploy, folded, winograd, mkldnn, int8; export.py).
+    """
+
+    network: NetConfig | None = None
+    heatmap_kind: str = "softmax_ce"
+    graph: str | None = None
+
+    @property
+    def rebuildable(self) -> bool:
+        """Whether the graph can be built from `network` with any operators."""
+        return self.network is not None and (self.graph is None or self.graph in REBUILDABLE_GRAPHS)
+
+
+def release_network(prefix: str, epoch: int) -> NetConfig | None:
+    """The NetConfig of a checkpoint without a config (the release's), inferred from its
+    parameter names and shapes (release_config.py); None when they match no release graph."""
+    path = "%s-%04d.params" % (prefix, epoch)
+    try:
+        key = (os.path.abspath(path), os.path.getmtime(path))
+    except OSError:
+        return None
+    return _inferred_network(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _inferred_network(key: tuple) -> NetConfig | None:
+    path = key[0]
+    check_ndarray_file(path)
+    blob = mx.nd.load(path)
+    shapes = {k[4:]: v.shape for k, v in blob.items() if k.startswith("arg:")} if isinstance(blob, dict) else {}
+    try:
+        cfg = infer_release_config(shapes, path)
+    except DataError as exc:
+        LOG.info("%s", exc)
+        return None
+    LOG.info("%s: no stored config; inferred the release network %s", path,
+             {k: cfg[k] for k in ("net_stacks", "net_n", "net_block", "net_sta", "net_dcn", "multiplier")})
+    return NetConfig.from_release(cfg)
+
+
+def model_info(prefix: str, epoch: int) -> ModelInfo:
+    """The ModelInfo of PREFIX-EPOCH.json (defaults when there is none). Configs written
+    before the operator choice left NetConfig load too (its former fields are ignored).
+    A checkpoint with no json at all (the release's) gets its network inferred."""
+    values = load_config(prefix, epoch)
+    network = values.get("network")
+    if isinstance(network, dict):
+        try:
+            network = NetConfig.from_dict(network)
+        except AlignError as exc:
+            raise DataError("%s-%04d.json" % (prefix, epoch), f"unusable network config ({exc})") from None
+    elif not values:
+        network = release_network(prefix, epoch)
+    else:
+        network = None
+    kind = values.get("heatmap_loss", "softmax_ce")
+    graph = values.get("graph")
+    return ModelInfo(network, kind if kind in HEATMAP_KINDS else "softmax_ce",
+                     graph if isinstance(graph, str) else None)
+
+
+def _saved_graph(prefix: str) -> dict:
+    path = _symbol_path(prefix)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as exc:
+        raise DataError(path, f"not an MXNet symbol file ({exc})") from None
+
+
+def inference_graph(prefix: str, epoch: int, ctx=None, backend: Backend | None = None) -> tuple:
+    """(symbol, arg_params, aux_params, ModelInfo) of a checkpoint's inference graph.
+
+    Rebuildable checkpoints (ModelInfo.rebuildable) get their graph built with `backend`
+    (None: chosen for ctx); an export's stored tap GEMM weights are turned back into the
+    convolution weights every backend reads (cpu_graph.thaw_tap_weights, exact). Others
+    run their saved graph; asking them for a backend is a DataError. The parameters are
+    reduced to those the graph reads.
+    """
+    info = model_info(prefix, epoch)
+    params = "%s-%04d.params" % (prefix, epoch)
+    if not info.rebuildable:
+        if backend is not None:
+            what = f"its graph is an export's {info.graph!r} form" if info.network else "it has no network config"
+            raise DataError(params, f"cannot be rebuilt with other operators: {what}")
+        sym = load_symbol(prefix)
+    arg, aux = load_params(prefix, epoch)
+    if info.rebuildable:
+        sym = get_symbol(info.network, ctx=ctx, backend=backend or choose(ctx))
+        if any(name.endswith("_taps_weight") for name in arg):
+            arg = thaw_tap_weights(_saved_graph(prefix), arg)
+    needed_args, needed_aux = set(sym.list_arguments()) - {"data"}, set(sym.list_auxiliary_states())
+    missing = sorted((needed_args - set(arg)) | (needed_aux - set(aux)))
+    if missing:
+        raise DataError(params, f"missing {len(missing)} parameters, e.g. {missing[:3]}")
+    return sym, {k: arg[k] for k in needed_args}, {k: aux[k] for k in needed_aux}, info
 
 
 class HeatmapModel:
@@ -75,36 +203,22 @@ class HeatmapModel:
         self.ratio = input_size / self.heatmap_size
 
     @classmethod
-    def load(cls, prefix: str, epoch: int, ctx=None, batch_size: int = 1, input_size: int = 128,
+    def load(cls, prefix: str, epoch: int, ctx=None, batch_size: int = 1, input_size: int | None = None,
              winograd: bool = False) -> "HeatmapModel":
-        """Our checkpoints are rebuilt from their stored NetConfig with the operators that
-        suit ctx (compiled CPU ones on CPU, MXNet's on GPU); others load their saved graph.
-        winograd=True (CPU only) runs export.fastest_cpu_graph on it: ~1.3x faster, with
-        Winograd's different rounding (~1e-6 relative per layer)."""
-        net = checkpoint_network(prefix, epoch)
-        if net is not None:
-            from insightface_align.symbols.config import NetConfig
-            from insightface_align.symbols.network import for_context, get_symbol
-
-            sym = get_symbol(for_context(NetConfig.from_dict(net), ctx), ctx=ctx)
-        else:
-            sym = load_symbol(prefix)
-        arg, aux = load_params(prefix, epoch)
-        missing = [n for n in sym.list_arguments() if n != "data" and n not in arg]
-        if missing:
-            raise DataError("%s-%04d.params" % (prefix, epoch), f"missing {len(missing)} parameters, e.g. {missing[:3]}")
+        """Any checkpoint (inference_graph): ours and plain exports are rebuilt with the
+        operators that suit ctx, others run their saved graph. input_size defaults to
+        the network config's (128 without one). winograd=True (CPU only) runs
+        cpu_graph.fastest_cpu_graph on it: ~1.3x faster, with Winograd's different
+        rounding (~1e-6 relative per layer)."""
+        if winograd and ext.on_gpu(ctx):
+            raise DataError("--winograd", "the Winograd, depthwise and deconvolution operators run on the CPU only "
+                                          "(on GPUs cuDNN picks its own convolution algorithms)")
+        sym, arg, aux, info = inference_graph(prefix, epoch, ctx)
+        if input_size is None:
+            input_size = info.network.input_size if info.network is not None else 128
         if winograd:
-            from insightface_align.symbols import ext
-
-            from .export import fastest_cpu_graph
-
-            if ext.on_gpu(ctx):
-                raise DataError("--winograd", "the Winograd, depthwise and deconvolution operators run on the CPU only "
-                                              "(on GPUs cuDNN picks its own convolution algorithms)")
-            needed = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
-            sym, arg, aux = fastest_cpu_graph(sym, {k: v for k, v in arg.items() if k in needed},
-                                              {k: v for k, v in aux.items() if k in needed}, input_size)
-        return cls(sym, arg, aux, ctx, batch_size, input_size, heatmap_kind=checkpoint_heatmap_kind(prefix, epoch))
+            sym, arg, aux = fastest_cpu_graph(sym, arg, aux, input_size)
+        return cls(sym, arg, aux, ctx, batch_size, input_size, heatmap_kind=info.heatmap_kind)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, in, in) float RGB 0..255 -> (N, K, hm, hm); N may differ from batch_size."""
@@ -117,24 +231,3 @@ class HeatmapModel:
             self.module.forward(mx.io.DataBatch([mx.nd.array(chunk)]), is_train=False)
             out.append(self.module.get_outputs()[0].asnumpy()[:real])
         return np.concatenate(out) if out else np.zeros((0, self.num_points, self.heatmap_size, self.heatmap_size))
-
-
-def checkpoint_heatmap_kind(prefix: str, epoch: int) -> str:
-    """The heatmap loss stored beside a checkpoint; the release's spatial softmax otherwise."""
-    path = "%s-%04d.json" % (prefix, epoch)
-    try:
-        kind = json.load(open(path)).get("heatmap_loss", "softmax_ce")
-    except (OSError, ValueError, AttributeError):
-        return "softmax_ce"
-    return kind if kind in ("softmax_ce", "sigmoid_ce", "mse") else "softmax_ce"
-
-
-def checkpoint_network(prefix: str, epoch: int) -> dict | None:
-    """The NetConfig dict our trainer stored beside a checkpoint, if any."""
-    path = "%s-%04d.json" % (prefix, epoch)
-    if not os.path.exists(path):
-        return None
-    try:
-        return json.load(open(path)).get("network")
-    except ValueError:
-        return None

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import json
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .fileio import atomic_path  # noqa: E402
+
 
 def _save(fig, path):
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_training_curves(log_path, png_path) -> None:

@@ -10,16 +10,46 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Optional, Tuple
 from pathlib import Path
 
 import yaml
 
-from insightface_align.symbols.config import NetConfig
+from insightface_align.symbols.config import FORMER_FIELDS, NetConfig
 
+from .data.photometric import Photometric
 from .errors import ConfigError
+from .fields import typed_fields
+from .losses import LossConfig
+from .train_config import TrainConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 SECTIONS = ("description", "base", "network", "loss", "train", "data", "paper")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """The keys a recipe's `data` section may hold (train.data_config reads them)."""
+
+    mode: str = "2d"            # 2d or 3d: which packed sets the recipe is meant for
+    sigma: float = 1.0          # Gaussian target sigma in heatmap pixels
+    rotate: float = 40.0        # random rotation range, degrees
+    scale: Tuple[float, float] = (0.8, 1.2)
+    translate: float = 0.0      # random shift, fraction of the crop
+    flip: bool = True
+    photometric: Optional[dict] = None  # data/photometric.py
+    val_sets: tuple = ("test",)  # packed test sets evaluated during training
+
+
+@dataclass(frozen=True)
+class PaperSection:
+    """Where the recipe sits in the paper: Table 1 row and model size."""
+
+    row: Optional[str] = None       # Table 1 row name, e.g. "DLA2-CAB"
+    size_mb: Optional[float] = None  # the paper's model size
+    ibug: Optional[float] = None     # the paper's NME (%) on IBUG
+    cofw: Optional[float] = None     # the paper's NME (%) on COFW
+    release_size_mb: Optional[float] = None  # size of the release's own checkpoint, where it differs
 
 
 @dataclass(frozen=True)
@@ -43,9 +73,11 @@ def _resolve_path(name_or_path, directory: Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.exists():
         return p
-    candidate = Path(directory) / f"{name_or_path}.yaml"
-    if candidate.exists():
-        return candidate
+    # A name is looked up beside the recipe that names it, then among the packaged recipes.
+    for folder in dict.fromkeys((Path(directory), RECIPE_DIR)):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.exists():
+            return candidate
     raise ConfigError("recipe", f"no recipe {name_or_path!r}; known: {', '.join(recipe_names(directory))}")
 
 
@@ -78,13 +110,28 @@ def _raw(name_or_path, directory: Path, seen: tuple = ()) -> tuple:
 
 def load_recipe(name_or_path, directory: Path = RECIPE_DIR, **network_overrides) -> Recipe:
     """Load and validate a recipe by name (recipes/NAME.yaml) or by path."""
+    former = sorted(set(network_overrides) & set(FORMER_FIELDS))
+    if former:
+        raise ConfigError(former[0], "the operators are not part of a recipe: pass them when the graph is built "
+                                     "(symbols/backend.py; the train command's --dcn-impl / --mean-impl)")
     doc, path = _raw(name_or_path, Path(directory))
     net = dict(doc.get("network") or {})
     net.update(network_overrides)
     for section in ("loss", "train", "data", "paper"):
         if not isinstance(doc.get(section, {}) or {}, dict):
             raise ConfigError(section, f"{path}: section must be a mapping")
-    return Recipe(name=Path(path).stem, description=str(doc.get("description", "")).strip(),
-                  network=NetConfig.from_dict(net), loss=dict(doc.get("loss") or {}),
-                  train=dict(doc.get("train") or {}), data=dict(doc.get("data") or {}),
-                  paper=dict(doc.get("paper") or {}), path=str(path))
+    if not net:
+        raise ConfigError("network", f"{path}: the recipe (with its bases) defines no network")
+    # Every section is type-checked here, so a wrong value names its field before any work.
+    typed_fields(NetConfig, {k: v for k, v in net.items() if k not in FORMER_FIELDS}, "network")
+    loss = typed_fields(LossConfig, doc.get("loss") or {}, "loss")
+    train = typed_fields(TrainConfig, doc.get("train") or {}, "train")
+    data = typed_fields(DataSection, doc.get("data") or {}, "data")
+    Photometric.from_dict(data.get("photometric"))  # its probabilities, checked now
+    paper = typed_fields(PaperSection, doc.get("paper") or {}, "paper")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError("description", f"{path}: expected text")
+    return Recipe(name=Path(path).stem, description=description.strip(),
+                  network=NetConfig.from_dict(net), loss=loss, train=train, data=data, paper=paper,
+                  path=str(path))

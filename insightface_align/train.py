@@ -2,6 +2,9 @@
 
 One Trainer = one process (one worker in distributed runs). Data flows
 AlignIter -> Module(forward_backward, update) -> checkpoint -> validation metrics.
+The training graph runs on the operators chosen for the devices (symbols/backend.py:
+on a CPU, this project's compiled ones); the checkpoints' -symbol.json is the same
+network on the release's stock operators, so it loads in plain MXNet anywhere.
 """
 from __future__ import annotations
 
@@ -18,18 +21,20 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from insightface_align.symbols.network import build_heatmaps, get_symbol
-
 from . import checkpoint as ckpt
 from .data.config import DataConfig
-from .data.photometric import Photometric
 from .data.iterator import AlignIter
-from .errors import AlignError, ConfigError, reject_unknown_fields
+from .data.photometric import Photometric
+from .errors import AlignError, ConfigError, DataError
 from .evaluate import nme_of_rec
 from .losses import LossConfig, label_names, training_symbol
-from .metrics import DEFAULT_DECODER, default_normaliser
+from .metrics import default_normaliser
 from .model import HeatmapModel
+from .optimizer_states import load_states
 from .recipe import Recipe
+from .train_config import TrainConfig  # noqa: F401  (re-exported: train.TrainConfig)
+from .symbols.backend import RELEASE, Backend, choose
+from .symbols.network import build_heatmaps, get_symbol
 
 LOG = logging.getLogger(__name__)
 XAVIER = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
@@ -37,44 +42,6 @@ XAVIER = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
 
 class TrainingDiverged(AlignError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and bookkeeping (recipe section `train`, overridable on the command line)."""
-
-    optimizer: str = "nadam"
-    lr: float = 2.5e-4
-    lr_steps: tuple = (16000, 24000)
-    lr_factor: float = 0.2
-    max_steps: int = 30000
-    batch_per_device: int = 20
-    wd: float = 0.0
-    checkpoint_every: int = 1000
-    val_every: int = 1000
-    log_every: int = 20
-    seed: int = 0
-    num_workers: int = 2
-    decoder: str = DEFAULT_DECODER
-
-    def __post_init__(self):
-        if self.max_steps < 1:
-            raise ConfigError("train.max_steps", "must be >= 1")
-        if self.batch_per_device < 1:
-            raise ConfigError("train.batch_per_device", "must be >= 1")
-        steps = list(self.lr_steps)
-        if steps != sorted(steps) or len(set(steps)) != len(steps) or any(s < 1 for s in steps):
-            raise ConfigError("train.lr_steps", f"must be strictly increasing positive steps, got {steps}")
-        if self.lr <= 0:
-            raise ConfigError("train.lr", "must be > 0")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        reject_unknown_fields(cls, values, "train")
-        values = dict(values)
-        if "lr_steps" in values:
-            values["lr_steps"] = tuple(int(s) for s in values["lr_steps"])
-        return cls(**values)
 
 
 @dataclass
@@ -90,6 +57,10 @@ class RunSpec:
     pretrained: tuple | None = None                   # (prefix, epoch)
     freeze_bn: bool = False
     progress: bool = True
+    dcn_impl: str | None = None                       # operators of the training graph; None/"auto":
+    mean_impl: str | None = None                      # chosen for the contexts (symbols/backend.py)
+    trust_pickled_states: bool = False                # resume from an older, pickled .states file
+    reset_optimizer: bool = False                     # resume without the optimizer's states
 
 
 def data_config(recipe: Recipe, loss: LossConfig, batch_size: int, train: bool, seed: int, num_workers: int,
@@ -125,6 +96,14 @@ def freeze_batchnorm(sym):
     return mx.sym.load_json(json.dumps(graph))
 
 
+def recipe_symbol(recipe: Recipe, backend: Backend = RELEASE, freeze_bn: bool = False, ctx=None):
+    """A recipe's training graph (heatmap heads, loss heads) on `backend`; with the default,
+    RELEASE, it is what checkpoints store as -symbol.json."""
+    net = recipe.network
+    sym = training_symbol(build_heatmaps(net, ctx=ctx, backend=backend), loss_config(recipe), net.heatmap_size)
+    return freeze_batchnorm(sym) if freeze_bn else sym
+
+
 class Trainer:
     """Trains one recipe; `run()` returns the final validation metrics."""
 
@@ -137,17 +116,24 @@ class Trainer:
         self.kv = mx.kv.create(spec.kvstore) if spec.kvstore.startswith("dist") else None
         self.rank, self.num_workers = (self.kv.rank, self.kv.num_workers) if self.kv else (0, 1)
         self.devices = list(spec.contexts)
+        self.backend = choose(self.devices, spec.dcn_impl, spec.mean_impl)
+        self._stock_symbol = None
         self.batch_size = train_cfg.batch_per_device * len(self.devices)
         self.history = []
         self.seen_ids = []
         os.makedirs(spec.out_dir, exist_ok=True)
 
     # -- graph and module ------------------------------------------------------------------
-    def _symbol(self):
-        net = self.recipe.network
-        heatmaps = build_heatmaps(net, ctx=self.devices[0])
-        sym = training_symbol(heatmaps, self.loss_cfg, net.heatmap_size)
-        return freeze_batchnorm(sym) if self.spec.freeze_bn else sym
+    def _symbol(self, backend: Backend | None = None):
+        """The training graph on `backend` (default: the one chosen for the devices)."""
+        return recipe_symbol(self.recipe, backend or self.backend, self.spec.freeze_bn, ctx=self.devices)
+
+    def _saved_symbol(self):
+        """What checkpoints store as -symbol.json: the training graph on the release's
+        stock operators (same parameters), built once."""
+        if self._stock_symbol is None:
+            self._stock_symbol = self._symbol(RELEASE)
+        return self._stock_symbol
 
     def _optimizer_params(self) -> dict:
         sched = mx.lr_scheduler.MultiFactorScheduler(step=list(self.cfg.lr_steps), factor=self.cfg.lr_factor,
@@ -157,10 +143,10 @@ class Trainer:
                 "rescale_grad": 1.0 / (len(self.devices) * self.num_workers)}
 
     def _module(self, train_iter):
-        sym = self._symbol()
-        mod = mx.mod.Module(sym, data_names=["data"], label_names=label_names(self.loss_cfg), context=self.devices)
+        mod = mx.mod.Module(self._symbol(), data_names=["data"], label_names=label_names(self.loss_cfg),
+                            context=self.devices)
         mod.bind(data_shapes=train_iter.provide_data, label_shapes=train_iter.provide_label, for_training=True)
-        return sym, mod
+        return mod
 
     def _init_params(self, mod):
         mx.random.seed(self.cfg.seed)
@@ -190,7 +176,7 @@ class Trainer:
         epoch, skip = divmod(start_step, per_epoch)
         self.first_epoch = epoch
         train_iter = AlignIter(self.spec.train_rec, replace(dcfg, epoch=epoch, skip_batches=skip))
-        sym, mod = self._module(train_iter)
+        mod = self._module(train_iter)
         if start_step:
             arg, aux = ckpt.load_params(self.prefix, start_step)
             mod.init_params(XAVIER, arg_params=arg, aux_params=aux, allow_missing=False)
@@ -198,12 +184,12 @@ class Trainer:
             self._init_params(mod)
         mod.init_optimizer(kvstore=self.kv or self.spec.kvstore, optimizer=self.cfg.optimizer,
                            optimizer_params=self._optimizer_params())
-        if start_step and os.path.exists("%s-%04d.states" % (self.prefix, start_step)):
-            mod.load_optimizer_states("%s-%04d.states" % (self.prefix, start_step))
+        if start_step:
+            self._restore_optimizer(mod, start_step)
         self.history = state.get("history", [])
-        return self._loop(sym, mod, train_iter, start_step)
+        return self._loop(mod, train_iter, start_step)
 
-    def _loop(self, sym, mod, train_iter, step) -> dict:
+    def _loop(self, mod, train_iter, step) -> dict:
         n_stack = self.recipe.network.stacks
         handlers = self._install_signal_handlers()
         bar = tqdm(total=self.cfg.max_steps, initial=step, desc="train", disable=not self.spec.progress,
@@ -237,11 +223,11 @@ class Trainer:
                     self._write_log({"step": step, "val": last_metrics})
                 saved = step % self.cfg.checkpoint_every == 0 or step == self.cfg.max_steps
                 if saved:
-                    self._save(sym, mod, step, train_iter)
+                    self._save(mod, step, train_iter)
                 if self.step_callback:  # after the save: a test hook may corrupt state or raise signals
                     self.step_callback(self, step, mod)
                 if self.stop_requested and not saved:
-                    self._save(sym, mod, step, train_iter)
+                    self._save(mod, step, train_iter)
         finally:
             bar.close()
             train_iter.close()
@@ -259,8 +245,8 @@ class Trainer:
         net = self.recipe.network
         batch = max(1, min(32, self.batch_size))
         arg, aux = mod.get_params()
-        model = HeatmapModel(get_symbol(net, ctx=self.devices[0]), arg, aux, [self.devices[0]], batch,
-                             net.input_size)
+        model = HeatmapModel(get_symbol(net, ctx=self.devices[0], backend=self.backend), arg, aux,
+                             [self.devices[0]], batch, net.input_size)
         results = {}
         for name, rec in self.spec.val_recs.items():
             vcfg = DataConfig(batch_size=batch, input_size=net.input_size, heatmap_size=net.heatmap_size,
@@ -285,19 +271,39 @@ class Trainer:
             with open(Path(self.spec.out_dir) / "train_log.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
 
-    def _save(self, sym, mod, step, train_iter):
+    @staticmethod
+    def _updater(mod):
+        """The updater holding the optimizer states: the module's, or the local kvstore's when
+        it updates there; None for a dist kvstore (states live on the servers)."""
+        if mod._update_on_kvstore and mod._kvstore is not None:
+            return None if mod._kvstore.type.startswith("dist") else mod._kvstore._updater
+        return mod._updater
+
+    def _restore_optimizer(self, mod, step):
+        path = "%s-%04d.states" % (self.prefix, step)
+        updater = self._updater(mod)
+        if self.spec.reset_optimizer or updater is None:
+            LOG.warning("resuming step %d with a fresh optimizer (%s)", step,
+                        "--reset-optimizer" if self.spec.reset_optimizer else "states live on the kvstore servers")
+            return
+        if not os.path.exists(path):
+            raise DataError(path, "the optimizer states of this checkpoint are missing; resume with "
+                                  "--reset-optimizer to start the optimizer afresh (the loss jumps for a while)")
+        load_states(path, updater, trust_pickle=self.spec.trust_pickled_states)
+
+    def _save(self, mod, step, train_iter):
+        """Checkpoint `step` (rank 0 only), with the graph on stock operators (_saved_symbol)."""
         if self.rank != 0:
             return
+        mx.nd.waitall()  # every pending update and BatchNorm statistic lands before the copy
         arg, aux = mod.get_params()
-        states = None
-        if mod._update_on_kvstore and mod._kvstore is not None and not mod._kvstore.type.startswith("dist"):
-            tmp = "%s-%04d.states.tmp" % (self.prefix, step)
-            mod._kvstore.save_optimizer_states(tmp, dump_optimizer=True)
-            states = open(tmp, "rb").read()
-            os.unlink(tmp)
-        elif mod._updater is not None:
-            states = mod._updater.get_states(dump_optimizer=True)
-        ckpt.save_checkpoint(self.prefix, step, sym, arg, aux, states,
+        bad = [name for name, value in list(arg.items()) + list(aux.items())
+               if not np.all(np.isfinite(value.asnumpy()))]
+        if bad:
+            raise TrainingDiverged(f"{len(bad)} parameter or statistic tensors are not finite at step {step} "
+                                   f"(first: {bad[0]}); not saved, the last good checkpoint "
+                                   f"({self.prefix}-{ckpt.latest_step(self.prefix)}) is kept")
+        ckpt.save_checkpoint(self.prefix, step, self._saved_symbol(), arg, aux, self._updater(mod),
                              {"epoch": train_iter.epoch, "batches_done": train_iter.batches_done,
                               "recipe": self.recipe.name, "network": self.recipe.network.to_dict(),
                               "heatmap_loss": self.loss_cfg.heatmap,

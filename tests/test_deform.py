@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from insightface_align.errors import ConfigError
-from insightface_align.symbols.deform import deformable_conv, deformable_unit, resolve_impl
+from insightface_align.symbols import backend as backends
+from insightface_align.symbols import ext
+from insightface_align.symbols.backend import COMPILED, PORTABLE, RELEASE, Backend, choose
+from insightface_align.symbols.deform import deformable_conv, deformable_unit
 
 
 CPU_IMPLS = ("fast", "portable")
@@ -219,16 +222,32 @@ def test_unit_checkpoint_runs_on_either_graph():
         assert _rel(_run(_unit(impl), arrays)[0], out_native) < 1e-9, impl
 
 
-def test_resolve_impl():
-    assert resolve_impl("auto", mx.gpu(0)) == "native"
-    assert resolve_impl("auto", [mx.gpu(0), mx.gpu(1)]) == "native"
-    assert resolve_impl("auto", mx.cpu()) == "fast"
-    assert resolve_impl("auto", None) == "fast"
-    assert resolve_impl("native", mx.cpu()) == "native"
-    with pytest.raises(ConfigError, match="CPU-only"):
-        resolve_impl("fast", mx.gpu(0))
-    assert resolve_impl("portable", mx.cpu()) == "portable"
-    with pytest.raises(ConfigError):
-        resolve_impl("cudnn", mx.cpu())
+def test_backend_is_chosen_from_the_context_and_overridable():
+    assert choose(mx.gpu(0)) == choose([mx.gpu(0), mx.gpu(1)]) == RELEASE
+    assert choose(mx.cpu()) == choose(None) == choose([mx.cpu(0), mx.cpu(1)]) == COMPILED  # the library is built
+    assert choose(mx.cpu(), dcn="native") == Backend("native", "fused")
+    assert choose(mx.cpu(), "auto", "standard") == Backend("fast", "standard")
+    assert choose(mx.gpu(0), dcn="portable") == Backend("portable", "standard")
+    assert choose(mx.cpu(), "portable", "standard") == PORTABLE
+    with pytest.raises(ConfigError, match="dcn_impl.*CPU-only"):
+        choose(mx.gpu(0), dcn="fast")
+    with pytest.raises(ConfigError, match="mean_impl.*CPU-only"):
+        choose(mx.gpu(0), mean="fused")
+    with pytest.raises(ConfigError) as err:
+        Backend("cudnn")
+    assert err.value.field == "dcn_impl"
     with pytest.raises(ConfigError):
         deformable_conv(mx.sym.Variable("data"), mx.sym.Variable("offset"), 4, "dc", impl="auto")
+
+
+def test_backend_without_the_library_is_stock_and_logged_once(monkeypatch, caplog):
+    def missing(*_args, **_kwargs):
+        raise ext.ExtensionError("libsdu_ops.so is missing")
+
+    monkeypatch.setattr(ext, "load", missing)
+    monkeypatch.setattr(backends, "_logged", set())
+    with caplog.at_level("INFO", logger=backends.LOG.name):
+        assert choose(mx.cpu()) == choose(None) == PORTABLE
+        assert choose(mx.gpu(0)) == RELEASE
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "portable" in messages[0] and "libsdu_ops.so is missing" in messages[0]

@@ -156,3 +156,39 @@ def test_mean_shape_baseline_is_exact_on_the_mean_shape_and_beaten_by_truth():
     moved[0, 48:68, 1] += np.linspace(0, 8, 20)
     base = per_image_nme(mean_shape_in_box(moved), moved, "outer_corners")
     assert base[0] > 0.01 and per_image_nme(moved, moved, "outer_corners")[0] == 0.0
+
+
+def test_test_nme_never_scores_a_record_twice(checkpoint, tmp_path):
+    """A corrupt record and a mismatched .rec/.idx pair: unreadable records are named, left
+    out of the score (never replaced by a readable one), and the exit code says so."""
+    import shutil
+
+    from insightface_align.data.testing import random_face, write_release_rec
+
+    prefix = str(checkpoint / "run" / "model")
+    shutil.copy(checkpoint / "ibug.rec", tmp_path / "ibug.rec")
+    shutil.copy(checkpoint / "ibug.idx", tmp_path / "ibug.idx")
+    data = bytearray((tmp_path / "ibug.rec").read_bytes())
+    keys = [line.split("\t") for line in (tmp_path / "ibug.idx").read_text().split("\n") if line]
+    start = int(keys[3][1])
+    data[start + 8 + 24 + 4 * 136 + 200:start + 8 + 24 + 4 * 136 + 400] = b"\x00" * 200  # inside record 3's JPEG
+    data[start + 8 + 24 + 4 * 136:start + 8 + 24 + 4 * 136 + 4] = b"junk"  # not a JPEG any more
+    (tmp_path / "ibug.rec").write_bytes(bytes(data))
+    proc = _run_test_nme("--prefix", prefix, "--epoch", "1", "--rec", str(tmp_path / "ibug.rec"),
+                         "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "1 of 7 records unreadable" in proc.stderr and "record 3:" in proc.stderr
+    assert "6 of 7 faces scored" in proc.stdout
+    summary = json.load(open(tmp_path / "out" / "ibug-summary.json"))
+    assert summary["count"] == 6 and summary["unreadable"][0]["record"] == 3
+    allowed = _run_test_nme("--prefix", prefix, "--epoch", "1", "--rec", str(tmp_path / "ibug.rec"),
+                            "--allow-bad-records")
+    assert allowed.returncode == 0 and "6 of 7 faces scored" in allowed.stdout
+    # A .idx from another set: most offsets point into the middle of records.
+    rng = np.random.default_rng(11)
+    write_release_rec(str(tmp_path / "other"), [random_face(rng) for _ in range(7)])
+    shutil.copy(tmp_path / "other.idx", tmp_path / "mixed.idx")
+    shutil.copy(checkpoint / "ibug.rec", tmp_path / "mixed.rec")
+    mixed = _run_test_nme("--prefix", prefix, "--epoch", "1", "--rec", str(tmp_path / "mixed.rec"))
+    assert mixed.returncode in (1, 2), mixed.stdout
+    assert "unreadable" in mixed.stderr or "no readable record" in mixed.stderr

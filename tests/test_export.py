@@ -7,11 +7,15 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from insightface_align import export as ex
+from insightface_align.checkpoint import load_params
 from insightface_align.data.testing import random_face, write_release_rec
 from insightface_align.int8_cab import find_cabs
-from insightface_align.model import HeatmapModel
+from insightface_align.model import HeatmapModel, inference_graph
 from insightface_align.recipe import load_recipe
+from insightface_align.symbols.backend import RELEASE
+from insightface_align.symbols.deform import OFFSET_COLUMNS, TAPS
 from insightface_align.train import RunSpec, TrainConfig, Trainer
 
 
@@ -19,7 +23,7 @@ def _train(root, recipe_name, steps=2):
     rng = np.random.default_rng(7)
     if not (root / "train.rec").exists():
         write_release_rec(str(root / "train"), [random_face(rng) for _ in range(8)])
-    recipe = load_recipe(recipe_name, multiplier=0.125, dcn_impl="fast")
+    recipe = load_recipe(recipe_name, multiplier=0.125)
     Trainer(recipe, TrainConfig(max_steps=steps, batch_per_device=4, lr=0.01, lr_steps=(100,), num_workers=0),
             RunSpec(str(root / "train.rec"), str(root / recipe_name), progress=False)).run()
     return str(root / recipe_name / "model"), steps
@@ -180,7 +184,7 @@ def test_int8_quantises_the_deformable_gemms(dcn_ckpt):
                                                                     "offset_range", "num_filter")}
         assert a["data_min"] < a["data_max"] and a["table_range"] > 0 and a["offset_range"] > 0
         weight = qarg[nodes[unit["inputs"][1][0]]["name"]]
-        assert weight.dtype == np.float32 and weight.shape[0] == 162 + 9 * int(a["num_filter"])
+        assert weight.dtype == np.float32 and weight.shape[0] == OFFSET_COLUMNS + TAPS * int(a["num_filter"])
     assert not any(k.endswith("_quantize") for k in qarg)  # MXNet's int8 copies of the tap weights went
     # The up-sampling deconvolutions (BN folded) run as INT8 GEMMs with a calibrated input range.
     ups = [n for n in nodes if n["op"] == "sdu_deconv2x2_q"]
@@ -206,7 +210,7 @@ def test_int8_quantises_the_deformable_gemms(dcn_ckpt):
     assert len(gemms) == 5 and not any(n.get("attrs", {}).get("quantized") == "True" for n in gemms)
     assert sum(n["op"] == "sdu_deform_unit" for n in nodes) == 5  # fp32 GEMMs keep fp32 units
     # A 2-step model on random images has a large INT8 error either way (0.3-0.5 measured);
-    # broken scales would give ~1 or more. Accuracy on a trained model: README "Export".
+    # broken scales would give ~1 or more. Accuracy on a trained model: docs/export.md.
     fp32 = HeatmapModel(fsym, farg, faux, batch_size=2)(images[:2])
     errors = [np.linalg.norm(HeatmapModel(*q, batch_size=2)(images[:2]) - fp32) / np.linalg.norm(fp32)
               for q in ((qsym, qarg, qaux), floats, kept)]
@@ -290,6 +294,9 @@ def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys,
     assert main(args) == 0
     for form in ("", "-folded", "-winograd", "-int8"):
         assert (tmp_path / f"m{form}-symbol.json").exists() and (tmp_path / f"m{form}-0000.params").exists()
+        config = json.loads((tmp_path / f"m{form}-0000.json").read_text())
+        assert config["graph"] == (form[1:] or "deploy") and config["network"]["dcn"] == 3
+        assert config["heatmap_loss"] == json.loads(open(prefix + "-%04d.json" % epoch).read())["heatmap_loss"]
     nodes = json.loads((tmp_path / "m-int8-symbol.json").read_text())["nodes"]
     gemms = [n for n in nodes if "fully_connected" in n["op"]]
     if dcn_fp32:  # the units' GEMMs stay MXNet's, in fp32
@@ -308,17 +315,117 @@ def test_export_cli_writes_every_form_and_checks_nme(dcn_ckpt, tmp_path, capsys,
     assert "--int8 needs --calib-rec" in capsys.readouterr().err
 
 
-def test_onnx_export_matches_mxnet_and_refuses_dcn(plain_ckpt, dcn_ckpt, tmp_path):
+def test_onnx_export_matches_mxnet_and_refuses_dcn(plain_ckpt, dcn_ckpt, tmp_path, capfd):
+    import onnx
     import onnxruntime as ort
 
     prefix, epoch = plain_ckpt
     sym, arg, aux = ex.deploy_graph(prefix, epoch)
     path = ex.export_onnx(sym, arg, aux, str(tmp_path / "m.onnx"))
+    model = onnx.load(path)
+    assert [i.name for i in model.graph.input] == ["data"] and len(model.graph.initializer) > 100
+    capfd.readouterr()
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    # mx.onnx lists every parameter as a graph input too; onnxruntime warned once for each.
+    assert "appears in graph inputs" not in capfd.readouterr().err
+    assert [i.name for i in sess.get_inputs()] == ["data"]
     x = _images(2)
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    got = sess.run(None, {"data": x})[0]
     np.testing.assert_allclose(got, HeatmapModel(sym, arg, aux, batch_size=2)(x), rtol=1e-3, atol=1e-4)
     dsym, darg, daux = ex.deploy_graph(*dcn_ckpt)
     with pytest.raises(ValueError, match="ONNX export is not possible"):
         ex.export_onnx(dsym, darg, daux, str(tmp_path / "d.onnx"))
     assert not (tmp_path / "d.onnx").exists()
+
+
+def test_exports_carry_their_config_and_rebuild_for_the_context(dcn_ckpt, tmp_path):
+    """An export's OUT-0000.json holds the source's model description, so HeatmapModel.load
+    rebuilds a stock export on the compiled CPU operators (and on stock ones for a GPU),
+    from its stored tap weights turned back into the checkpoint's weights exactly."""
+    import mxnet as mx
+
+    from insightface_align.symbols import ext
+
+    prefix, epoch = dcn_ckpt
+    want = HeatmapModel.load(prefix, epoch, batch_size=2)(_images())
+    ck_arg, _ = load_params(prefix, epoch)
+    for cpu_ops in (False, True):
+        out = str(tmp_path / ("cpu" if cpu_ops else "stock"))
+        ex.save_deploy(out, *ex.deploy_graph(prefix, epoch, cpu_ops=cpu_ops), config=ex.source_config(prefix, epoch))
+        config = json.loads(open(out + "-0000.json").read())
+        source = json.loads(open(prefix + "-%04d.json" % epoch).read())
+        assert config == {"recipe": "sdu-inside", "network": source["network"],
+                          "heatmap_loss": source["heatmap_loss"], "graph": "deploy"}
+        assert ext.used_by(open(out + "-symbol.json").read()) == cpu_ops
+        sym, arg, _, info = inference_graph(out, 0, backend=RELEASE)
+        assert info.rebuildable and set(arg) == set(sym.list_arguments()) - {"data"}
+        assert all(np.array_equal(v.asnumpy(), ck_arg[k].asnumpy()) for k, v in arg.items())
+        gpu = inference_graph(out, 0, ctx=[mx.gpu(0)])[0]  # built, not bound: no GPU needed
+        assert not ext.used_by(gpu.tojson()) and "_contrib_DeformableConvolution" in gpu.tojson()
+        model = HeatmapModel.load(out, 0, batch_size=2)
+        assert {"sdu_deform_unit", "sdu_mean"} <= {n["op"] for n in json.loads(model.sym.tojson())["nodes"]}
+        assert model.heatmap_kind == source["heatmap_loss"]
+        np.testing.assert_allclose(model(_images()), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    # Configs written while NetConfig still held the operator choice load the same way.
+    source["network"].update(dcn_impl="auto", mean_impl="auto")
+    (tmp_path / "stock-0000.json").write_text(json.dumps(dict(config, network=source["network"])))
+    np.testing.assert_allclose(HeatmapModel.load(str(tmp_path / "stock"), 0, batch_size=2)(_images()), want,
+                               rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    # A folded export runs as saved: its BatchNorms are gone, it cannot be rebuilt.
+    fsym, farg, faux, _ = ex.fold_batchnorm(*ex.deploy_graph(prefix, epoch))
+    ex.save_deploy(str(tmp_path / "folded"), fsym, farg, faux, config=ex.source_config(prefix, epoch), graph="folded")
+    folded = HeatmapModel.load(str(tmp_path / "folded"), 0, batch_size=2)
+    assert not ext.used_by(folded.sym.tojson()) and folded.sym.list_auxiliary_states() == fsym.list_auxiliary_states()
+    np.testing.assert_allclose(folded(_images()), want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
+def test_winograd_on_an_export_in_a_fresh_process(dcn_ckpt, tmp_path):
+    """--winograd on a stock export used to fail in a process that had not loaded the
+    compiled library yet ("Operator sdu_wino_conv is not registered"), as with the
+    README's Aligner("deploy/sdu-2d", 0, winograd=True); with and without its config."""
+    prefix, epoch = dcn_ckpt
+    sym, arg, aux = ex.deploy_graph(prefix, epoch)
+    ex.save_deploy(str(tmp_path / "deploy"), sym, arg, aux, config=ex.source_config(prefix, epoch))
+    ex.save_deploy(str(tmp_path / "legacy"), sym, arg, aux)
+    (tmp_path / "legacy-0000.json").unlink()  # as exports were written before they carried a config
+    np.save(tmp_path / "x.npy", _images())
+    script = f"""
+import numpy as np
+from insightface_align.aligner import Aligner
+from insightface_align.model import HeatmapModel
+x = np.load({str(tmp_path / 'x.npy')!r})
+legacy = Aligner({str(tmp_path / 'legacy')!r}, 0, winograd=True).model
+deploy = HeatmapModel.load({str(tmp_path / 'deploy')!r}, 0, batch_size=2, winograd=True)
+for model in (legacy, deploy):
+    assert '"op": "sdu_wino_conv"' in model.sym.tojson()
+np.save({str(tmp_path / 'y.npy')!r}, np.stack([legacy(x), deploy(x)]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = HeatmapModel(sym, arg, aux, batch_size=2)(_images())
+    for got in np.load(tmp_path / "y.npy"):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
+def test_export_cli_winograd_and_int8_from_a_checkpoint_and_from_an_export(plain_ckpt, tmp_path):
+    """Each in a fresh process (nothing loaded the compiled library before)."""
+    from insightface_align.cli.export import load_images
+
+    prefix, epoch = plain_ckpt
+    write_release_rec(str(tmp_path / "faces"), [random_face(np.random.default_rng(4)) for _ in range(16)])
+    sources = [(prefix, epoch, str(tmp_path / "a")), (str(tmp_path / "a"), 0, str(tmp_path / "b"))]
+    for source, step, out in sources:
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--prefix", source, "--epoch",
+                               str(step), "--out", out, "--winograd", "--int8", "--calib-rec",
+                               str(tmp_path / "faces.rec"), "--num-calib", "16"],
+                              capture_output=True, text=True, cwd=str(ROOT))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "sdu_wino_conv" in open(out + "-winograd-symbol.json").read()
+        assert json.loads(open(out + "-int8-0000.json").read())["graph"] == "int8"
+    x = load_images(str(tmp_path / "faces.rec"), 2)  # INT8 is calibrated on faces, not on noise
+    want = HeatmapModel.load(prefix, epoch, batch_size=2)(x)
+    for form in ("b", "b-winograd"):
+        np.testing.assert_allclose(HeatmapModel.load(str(tmp_path / form), 0, batch_size=2)(x), want,
+                                   rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    int8 = HeatmapModel.load(str(tmp_path / "b-int8"), 0, batch_size=2)(x)
+    assert np.linalg.norm(int8 - want) / np.linalg.norm(want) < 0.2

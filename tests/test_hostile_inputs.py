@@ -149,3 +149,69 @@ def test_staging_folders_of_dead_packers_are_removed(tmp_path):
     pack_dataset(W300Reader(str(folder)), out, "t", workers=1, progress=False)
     assert not (out / ".t.pack-dead").exists()
     assert sorted(p.name for p in out.iterdir()) == [".t.lock", "t.idx", "t.lst", "t.rec"]
+
+
+# ------------------------------------------------------------------ recipes
+@pytest.mark.parametrize("text, field, message", [
+    ("train: {lr: fast}", "train.lr", "expected a finite number, got 'fast'"),
+    ("train: {lr: '0.01'}", "train.lr", "expected a finite number"),
+    ("train: {max_steps: '10'}", "train.max_steps", "expected an integer"),
+    ("train: {max_steps: 10.5}", "train.max_steps", "expected an integer, got 10.5"),
+    ("train: {lr_steps: 240}", "train.lr_steps", "expected a list"),
+    ("train: {lr_steps: [100, 2.5]}", "train.lr_steps[1]", "expected an integer"),
+    ("train: {lr: .nan}", "train.lr", "expected a finite number"),
+    ("data: {sigma: big}", "data.sigma", "expected a finite number"),
+    ("data: {sigmaa: 2}", "data.sigmaa", "unknown field"),
+    ("data: {flip: 'yes'}", "data.flip", "expected true or false"),
+    ("data: {scale: [0.8]}", "data.scale", "expected 2 values"),
+    ("data: {photometric: {colour: lots}}", "data.photometric.colour", "expected a finite number"),
+    ("loss: {heatmap: 3}", "loss.heatmap", "expected text"),
+    ("loss: {weight: 3}", "loss.weight", "unknown field"),
+    ("network: {stacks: 2.0}", "network.stacks", "expected an integer"),
+    ("network: {stn: 1}", "network.stn", "expected true or false"),
+    ("paper: {size_mb: huge}", "paper.size_mb", "expected a finite number"),
+    ("train: 5", "train", "section must be a mapping"),
+])
+def test_recipe_values_are_type_checked(tmp_path, text, field, message):
+    from insightface_align.errors import ConfigError
+    from insightface_align.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"base: demo\n{text}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_recipe(str(path))
+    assert exc.value.field == field and message in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("text", ["", "description: nothing else\n"])
+def test_a_recipe_without_a_network_is_refused(tmp_path, text):
+    from insightface_align.errors import ConfigError
+    from insightface_align.recipe import load_recipe
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_recipe(str(path))
+    assert exc.value.field == "network" and str(path) in str(exc.value)
+
+
+def test_recipe_numbers_keep_their_meaning(tmp_path):
+    from insightface_align.recipe import load_recipe
+    from insightface_align.train_config import TrainConfig
+
+    path = tmp_path / "r.yaml"
+    path.write_text("base: demo\ntrain: {lr: 1, lr_steps: [10, 20], max_steps: 30}\ndata: {rotate: 10}\n")
+    recipe = load_recipe(str(path))
+    cfg = TrainConfig.from_dict(recipe.train)
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.lr_steps == (10, 20) and cfg.max_steps == 30
+    assert recipe.data["rotate"] == 10.0
+
+
+def test_train_command_reports_a_bad_recipe_as_one_error_line(tmp_path, capsys):
+    from insightface_align.cli.train import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text("base: demo\ntrain: {max_steps: 10.5}\n")
+    assert main(["--recipe", str(path), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "train.max_steps" in err[0]

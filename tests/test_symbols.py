@@ -7,6 +7,7 @@ import pytest
 
 from insightface_align.errors import ConfigError
 from insightface_align.recipe import load_recipe, recipe_names
+from insightface_align.symbols.backend import Backend, choose
 from insightface_align.symbols.config import NetConfig
 from insightface_align.symbols.network import build_heatmaps, get_symbol
 from insightface_align.symbols.stats import count_flops, graph_stats, param_shapes
@@ -44,8 +45,8 @@ def _parity_cases():
 def test_release_parity(path, impl, mean):
     """Parameter and auxiliary names, shapes and order equal the original release's graph."""
     ref = json.loads(path.read_text())
-    cfg = NetConfig.from_release(ref["config"]).replace(dcn_impl=impl, mean_impl=mean)
-    sym = get_symbol(cfg)
+    cfg = NetConfig.from_release(ref["config"])
+    sym = get_symbol(cfg, backend=Backend(impl, mean))
     args, aux = param_shapes(sym, tuple(ref["input"][1]))
     assert [[n, list(s)] for n, s in args] == ref["arguments"]
     assert [[n, list(s)] for n, s in aux] == ref["auxiliary_states"]
@@ -71,13 +72,13 @@ def test_every_recipe_builds_and_infers(name):
 
 
 def _tiny(**kw):
-    base = dict(multiplier=0.125, input_size=64, heatmap_size=32, stacks=2, depth=3, dcn_impl="native")
+    base = dict(multiplier=0.125, input_size=64, heatmap_size=32, stacks=2, depth=3)
     base.update(kw)
     return NetConfig(**base)
 
 
 def _forward_backward(cfg, batch=2):
-    heatmaps = build_heatmaps(cfg)
+    heatmaps = build_heatmaps(cfg, backend=choose(None, dcn="native"))
     loss = mx.sym.MakeLoss(mx.sym.add_n(*[mx.sym.mean(mx.sym.square(h)) for h in heatmaps]))
     group = mx.sym.Group([loss] + [mx.sym.BlockGrad(h) for h in heatmaps])
     mod = mx.mod.Module(group, data_names=["data"], label_names=None, context=mx.cpu())
@@ -189,7 +190,6 @@ def test_stacks_have_release_head_names():
     ("depth", {"depth": 7}),
     ("input_size", {"input_size": 100}),
     ("dcn", {"dcn": 4}),
-    ("dcn_impl", {"dcn_impl": "cuda"}),
     ("stacks", {"stacks": 0}),
     ("multiplier", {"multiplier": 0}),
 ])
@@ -197,6 +197,19 @@ def test_bad_config_names_the_field(field, kwargs):
     with pytest.raises(ConfigError) as err:
         NetConfig(**kwargs)
     assert err.value.field == field and field in str(err.value)
+
+
+def test_config_is_architecture_only_and_reads_former_operator_fields():
+    """The operators are chosen when a graph is built (symbols/backend.py): a NetConfig has
+    no field for them, configs saved with one still load, a recipe override is refused."""
+    cfg = NetConfig(block="cab", topology="sat3", depth=3, dcn=3)
+    assert not {"dcn_impl", "mean_impl"} & set(cfg.to_dict())
+    old = dict(cfg.to_dict(), dcn_impl="fast", mean_impl="fused")
+    assert NetConfig.from_dict(old) == cfg
+    with pytest.raises(ConfigError, match="sttacks"):
+        NetConfig.from_dict(dict(cfg.to_dict(), sttacks=2))
+    with pytest.raises(ConfigError, match="dcn_impl.*not part of a recipe"):
+        load_recipe("sdu-2d", dcn_impl="fast")
 
 
 def test_bad_recipe_names_the_field(tmp_path):

@@ -57,3 +57,27 @@ def test_points_off_the_map_give_all_zero_heatmaps(sigma):
     assert not hm[0, :3].any()
     assert hm[0, 3].max() == pytest.approx(1.0)
     assert inside(pts, 64).tolist() == [[False, False, False, True]]
+
+
+@pytest.mark.parametrize("input_size,heatmap_size", [(128, 64), (128, 32), (64, 32)])
+def test_one_codec_maps_targets_and_decoded_points(input_size, heatmap_size):
+    """The data pipeline's input -> heatmap map and the decoders' heatmap -> input map are
+    one codec (heatmaps.py): a target rendered where the pipeline puts an input point
+    decodes back to that point, and the two maps invert each other."""
+    from insightface_align.data.augment import input_to_heatmap
+    from insightface_align.data.config import DataConfig
+    from insightface_align.heatmaps import decode, heatmap_to_input, input_to_heatmap_matrix, stride
+
+    cfg = DataConfig(batch_size=1, input_size=input_size, heatmap_size=heatmap_size, train=False, num_workers=0)
+    m = input_to_heatmap(cfg)
+    np.testing.assert_array_equal(m, input_to_heatmap_matrix(input_size, heatmap_size))
+    s = stride(input_size, heatmap_size)
+    # The input's first and last pixel edges are the heatmap's: the same window.
+    corners = np.array([[-0.5, -0.5], [input_size - 0.5, input_size - 0.5]])
+    np.testing.assert_allclose(corners @ m[:, :2].T + m[:, 2], [[-0.5, -0.5], [heatmap_size - 0.5] * 2])
+    pts = np.random.default_rng(1).uniform(0.2 * input_size, 0.8 * input_size, (2, 68, 2))
+    on_map = pts @ m[:, :2].T + m[:, 2]
+    np.testing.assert_allclose(heatmap_to_input(on_map, s), pts, atol=1e-9)
+    got, _ = decode(render_heatmaps(on_map, heatmap_size, 1.0), "centroid", input_size)
+    assert np.abs(got - pts).max() < 0.15 * s
+    assert inside(on_map, heatmap_size).all() and not inside(np.array([[-0.51, 3.0]]), heatmap_size).any()

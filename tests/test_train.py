@@ -15,7 +15,7 @@ from insightface_align.data.testing import random_face, write_release_rec
 from insightface_align.recipe import load_recipe
 from insightface_align.train import RunSpec, TrainConfig, Trainer, TrainingDiverged
 
-TINY = dict(multiplier=0.125, input_size=64, heatmap_size=32, dcn_impl="native")
+TINY = dict(multiplier=0.125, input_size=64, heatmap_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,89 @@ def test_pretrained_initialises_from_a_checkpoint(recs, tmp_path):
     Trainer(recipe, _cfg(max_steps=1, checkpoint_every=1, seed=99, lr=1e-12),
             RunSpec(str(recs / "train.rec"), str(tmp_path / "fresh"), progress=False)).run()
     assert not np.allclose(_params(tmp_path / "fresh", 1)["conv0_weight"], source["conv0_weight"])
+
+
+def test_checkpoint_symbol_uses_stock_operators_and_loads_in_plain_mxnet(recs, tmp_path):
+    """On a CPU the network trains on this project's compiled operators (fast deformable
+    units, fused means), but the checkpoint's -symbol.json is the same network on the
+    release's stock operators: a bare interpreter loads it with plain MXNet (no
+    insightface_align, no libsdu_ops.so) and computes the heatmaps this package does."""
+    from insightface_align.model import HeatmapModel
+    from insightface_align.symbols.backend import COMPILED
+
+    recipe = load_recipe("sdu-inside", **TINY)
+    trainer = Trainer(recipe, _cfg(max_steps=1, checkpoint_every=1),
+                      RunSpec(str(recs / "train.rec"), str(tmp_path / "r"), progress=False))
+    assert trainer.backend == COMPILED and '"op": "sdu_' in trainer._symbol().tojson()
+    trainer.run()
+    prefix = str(tmp_path / "r" / "model")
+    text = open(prefix + "-symbol.json").read()
+    assert '"op": "sdu_' not in text and '"op": "_contrib_DeformableConvolution"' in text
+    saved = json.load(open(prefix + "-0001.json"))["network"]
+    assert "dcn_impl" not in saved and "mean_impl" not in saved
+    x = np.random.RandomState(1).uniform(0, 255, (2, 3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = f"""
+import sys, numpy as np, mxnet as mx
+sym, arg, aux = mx.model.load_checkpoint({prefix!r}, 1)
+mod = mx.mod.Module(sym.get_internals()['heatmap_output'], data_names=['data'], label_names=None)
+mod.bind(data_shapes=[('data', (2, 3, 64, 64))], for_training=False)
+mod.set_params(arg, aux)
+mod.forward(mx.io.DataBatch([mx.nd.array(np.load({str(tmp_path / 'x.npy')!r}))]), is_train=False)
+np.save({str(tmp_path / 'y.npy')!r}, mod.get_outputs()[0].asnumpy())
+assert not any(m.startswith('insightface_align') for m in sys.modules)
+"""
+    subprocess.run([sys.executable, "-I", "-c", script], check=True, cwd=str(tmp_path))
+    model = HeatmapModel.load(prefix, 1, batch_size=2)
+    assert '"op": "sdu_deform_unit"' in model.sym.tojson()  # this package runs it on the compiled operators
+    want, got = model(x), np.load(tmp_path / "y.npy")
+    assert got.shape == want.shape == (2, 68, 32, 32)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+
+
+def test_resume_refuses_missing_or_pickled_optimizer_states(recs, tmp_path, monkeypatch):
+    import pickle
+
+    from insightface_align.errors import DataError
+
+    recipe = load_recipe("sdu-nodcn", **TINY)
+    cfg = _cfg(max_steps=2, checkpoint_every=2)
+    out = tmp_path / "r"
+    Trainer(recipe, cfg, RunSpec(str(recs / "train.rec"), str(out), progress=False)).run()
+    states = out / "model-0002.states"
+    cfg4 = _cfg(max_steps=4, checkpoint_every=2)
+
+    class Exploit:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w').write('x')",))
+
+    monkeypatch.chdir(tmp_path)
+    good = states.read_bytes()
+    states.write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(DataError, match="pickle"):
+        Trainer(recipe, cfg4, RunSpec(str(recs / "train.rec"), str(out), resume=True, progress=False)).run()
+    assert not (tmp_path / "PWNED").exists()
+    states.unlink()
+    with pytest.raises(DataError) as exc:
+        Trainer(recipe, cfg4, RunSpec(str(recs / "train.rec"), str(out), resume=True, progress=False)).run()
+    assert str(states) in str(exc.value) and "--reset-optimizer" in str(exc.value)
+    result = Trainer(recipe, cfg4, RunSpec(str(recs / "train.rec"), str(out), resume=True, reset_optimizer=True,
+                                           progress=False)).run()
+    assert result["step"] == 4 and good  # resumed with a fresh optimizer
+
+
+def test_non_finite_statistics_are_never_saved(recs, tmp_path):
+    """BatchNorm running statistics do not enter the training loss: only the save's check sees them."""
+    recipe = load_recipe("sdu-nodcn", **TINY)
+
+    def poison_stats(trainer, step, mod):
+        if step == 2:
+            arg, aux = mod.get_params()
+            name = sorted(k for k in aux if k.endswith("moving_var"))[0]
+            aux[name][:] = np.inf
+            mod.set_params(arg, aux)
+
+    with pytest.raises(TrainingDiverged, match="not finite at step 4"):
+        Trainer(recipe, _cfg(), RunSpec(str(recs / "train.rec"), str(tmp_path / "s"), progress=False),
+                step_callback=poison_stats).run()
+    assert ckpt.latest_step(str(tmp_path / "s" / "model")) == 2

@@ -5,6 +5,15 @@ Packs a synthetic release-layout .rec when none is given, then times AlignIter w
 coherent pairs for heatmap and coordinate targets, with and without reduced-resolution
 JPEG decoding, in-process and with workers, and profiles one in-process run to split
 the time into read / decode / warp / targets / batching.
+
+    tools/bench_data.py --rec data/synth2d/train.rec
+    tools/bench_data.py --rec data/synth2d/train.rec --markdown docs/benchmarks.md   (make bench-data)
+
+--markdown PAGE writes the throughput table, with a line naming the command line, the date and
+the machine, between the page's `<!-- begin: tools/bench_data.py -->` and
+`<!-- end: tools/bench_data.py -->` markers; the rest of the page is kept. The row of the
+training defaults (heatmap targets, the default reduced decoding, the default worker count)
+is in bold.
 """
 from __future__ import annotations
 
@@ -21,10 +30,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from insightface_align.cli.common import HelpFormatter, error  # noqa: E402
 from insightface_align.data.config import DataConfig  # noqa: E402
 from insightface_align.data.iterator import AlignIter  # noqa: E402
 from insightface_align.data.testing import random_face, write_release_rec  # noqa: E402
 
+MARKDOWN_TAG = "tools/bench_data.py"
 STAGES = {  # profile function name -> stage (cv2 builtins appear as '<name>')
     "imdecode": "decode", "warpAffine": "warp", "render_heatmaps": "targets",
     "read_sample": "read", "_plan": "augment plan",
@@ -93,17 +104,45 @@ def profile(rec: str, cfg: DataConfig, batches: int) -> tuple:
     return total, stages
 
 
+def data_table(rows) -> str:
+    """The throughput table of docs/benchmarks.md from (targets, reduced_decode, workers,
+    samples/s, CPU ms/sample) rows; the training defaults' row in bold."""
+    from insightface_align.train_config import TrainConfig
+
+    base = DataConfig()
+    lines = ["| targets | reduced JPEG decode | workers | samples/s | CPU ms/sample |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for label_mode, reduced, workers, rate, cpu_ms in rows:
+        default = (label_mode, reduced, workers) == (base.label_mode, base.reduced_decode, TrainConfig().num_workers)
+        bold = (lambda text: f"**{text}**") if default else str
+        lines.append(f"| {label_mode} | {bold(reduced + ' (default)' if default else reduced)} | {bold(workers)} | "
+                     f"{bold(f'{rate:,.0f}')} | {cpu_ms:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--rec", help="existing release-layout .rec (default: pack a synthetic one)")
     ap.add_argument("--records", type=int, default=1000, help="synthetic records to pack")
-    ap.add_argument("--batch-size", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=40, help="samples per batch")
     ap.add_argument("--batches", type=int, default=60, help="timed batches per configuration")
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    ap.add_argument("--pairs", default="both", choices=["affine", "flip", "both", "none"])
-    ap.add_argument("--sigma", type=float, default=1.0)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="worker counts to time (0 = in-process)")
+    ap.add_argument("--pairs", default="both", choices=["affine", "flip", "both", "none"],
+                    help="coherent pairs of the batches (none: plain samples)")
+    ap.add_argument("--sigma", type=float, default=1.0, help="heatmap Gaussian sigma (px)")
+    ap.add_argument("--markdown", metavar="PAGE", default=None,
+                    help="also write the throughput table into this markdown page, between its generated-table "
+                         "markers (see the description above); the rest of the page is kept")
     args = ap.parse_args(argv)
     pairs = None if args.pairs == "none" else args.pairs
+    if args.markdown:
+        from insightface_align.benchmarks import command_line, load_average, markdown_problem
+
+        problem = markdown_problem(args.markdown, MARKDOWN_TAG)
+        if problem:  # before the run, not after it
+            return error(problem)
+        command, load_before = command_line("tools/bench_data.py", argv), load_average()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rec = args.rec or make_rec(os.path.join(tmp, "bench"), args.records, 0)
         size = os.path.getsize(rec) / 1e3
@@ -118,6 +157,7 @@ def main(argv=None) -> int:
                     cfg = DataConfig(batch_size=args.batch_size, pairs=pairs, label_mode=label_mode,
                                      sigma=args.sigma, num_workers=nw, reduced_decode=reduced)
                     rate, cpu_ms = run(rec, cfg, args.batches)
+                    rows.append((label_mode, reduced, nw, rate, cpu_ms))
                     # CPU time is what the machine must supply; on idle cores the workers (or the
                     # single process) can use at most min(ncpu, workers or 1) of them.
                     est = 1e3 / cpu_ms * min(ncpu, max(nw, 1))
@@ -131,6 +171,13 @@ def main(argv=None) -> int:
                   f"{n / total:.0f} samples/s under cProfile")
             for name, sec in stages.items():
                 print(f"  {name:15} {1e3 * sec / n:6.3f} ms/sample  {100 * sec / total:5.1f}%")
+    if args.markdown:
+        from insightface_align.benchmarks import plural, write_markdown
+
+        source = f"{args.records} synthetic records packed by the tool" if not args.rec else None
+        write_markdown(args.markdown, MARKDOWN_TAG, data_table(rows), command, load_before,
+                       extra=tuple(x for x in (f"batch {args.batch_size}", f"pairs {pairs}", f"sigma {args.sigma:g}",
+                                               f"{plural(args.batches, 'timed batch', 'es')} per row", source) if x))
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """FAN timing worker for `tools/bench.py infer --fan-python PY` (run by that interpreter).
 
-Issue #5 states its INT8 goal as half the time of a 4-stack FAN (Bulat & Tzimiropoulos;
+The project's INT8 target is half the time of a 4-stack FAN (Bulat & Tzimiropoulos;
 the `face-alignment` package, PyTorch, CPU, random weights). CPU speed here drifts from
 one VM to the next, so the bench times FAN side by side with its own models: it starts
 this worker in a separate interpreter that has torch and face-alignment (`make

@@ -6,6 +6,8 @@
                          older snapshots are removed so only the newest is in the tree
   insightface_align/models/bundled-2d/   the inference copy (symbol, params, config) as
                          epoch 0, which Aligner() loads by default
+Both get the network's training graph on MXNet's stock operators as model-symbol.json
+(what the trainer saves), so they load in plain MXNet whatever code trained them.
 
 Restore a run from the snapshot with: cp -r training/bundled-2d runs/bundled-2d
 Example: tools/snapshot_bundled.py --run runs/bundled-2d
@@ -18,12 +20,23 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from insightface_align.checkpoint import latest_step  # noqa: E402
 from insightface_align.fileio import atomic_write  # noqa: E402
+from insightface_align.recipe import load_recipe  # noqa: E402
+from insightface_align.symbols.config import NetConfig  # noqa: E402
+from insightface_align.train import recipe_symbol  # noqa: E402
+
+
+def stock_symbol_json(meta: dict) -> str:
+    """The checkpoint's training graph (its recipe's losses, its stored network) on the
+    release's stock operators, as the trainer saves it."""
+    recipe = replace(load_recipe(meta["recipe"]), network=NetConfig.from_dict(meta["network"]))
+    return recipe_symbol(recipe).tojson()
 
 
 def main(argv=None) -> int:
@@ -50,7 +63,9 @@ def main(argv=None) -> int:
             os.remove(old)
     for ext, path in src.items():
         shutil.copyfile(path, os.path.join(args.training, os.path.basename(path)))
-    shutil.copyfile(prefix + "-symbol.json", os.path.join(args.training, "model-symbol.json"))
+    meta = json.load(open(src["json"]))
+    symbol = stock_symbol_json(meta)
+    atomic_write(os.path.join(args.training, "model-symbol.json"), symbol, "w")
     for extra in ("train_log.jsonl", "curves.png"):
         if os.path.exists(os.path.join(args.run, extra)):
             shutil.copyfile(os.path.join(args.run, extra), os.path.join(args.training, extra))
@@ -59,9 +74,9 @@ def main(argv=None) -> int:
     os.makedirs(args.package, exist_ok=True)
     pkg = os.path.join(args.package, "model")
     shutil.copyfile(src["params"], pkg + "-0000.params")
-    shutil.copyfile(prefix + "-symbol.json", pkg + "-symbol.json")
-    meta = json.load(open(src["json"]))
+    atomic_write(pkg + "-symbol.json", symbol, "w")
     keep = {k: meta[k] for k in ("recipe", "network", "heatmap_loss") if k in meta}
+    keep["network"] = NetConfig.from_dict(meta["network"]).to_dict()  # architecture only
     keep["trained_steps"] = step
     atomic_write(pkg + "-0000.json", json.dumps(keep, indent=1), "w")
     print(f"step {step}: {args.training} and {args.package} updated")

@@ -5,6 +5,12 @@
     python tools/bench.py train               # sdu-2d step: data iterator vs a fixed batch
     python tools/bench.py infer               # latency/throughput: native, fast, folded, Winograd, INT8, hourglass
                                               # (and a 4-stack FAN in .venv-fan: make fan-gauge)
+    python tools/bench.py dcn --markdown docs/benchmarks.md   # also write the table into the page
+
+--markdown PAGE writes the command's table, with a line naming the command line, the date and
+the machine, between the page's `<!-- begin: TAG -->` and `<!-- end: TAG -->` markers (TAG:
+`insightface-align bench dcn`, `insightface-align bench dcn --mean-impl standard`,
+`insightface-align bench train`, `insightface-align bench infer`); the rest of the page is kept.
 
 `dcn` times, for the paper's model (cab / sat3 / depth 3 / 2 stacks / dcn 3, width 1.0),
 a training step (forward + backward + SGD update of an MSE loss on every stack's
@@ -23,10 +29,10 @@ import json
 import os
 import sys
 import time
-from .common import HelpFormatter
+from .common import HelpFormatter, error
 
 # MXNet reads OMP_NUM_THREADS once, when it loads. Left unset it ran one thread on this 2-core
-# machine while the FAN gauge took both (README "Inference speed"): default to one per core, as
+# machine while the FAN gauge took both (docs/benchmarks.md): default to one per core, as
 # `make bench` sets it, so every variant and the gauge run with the same count.
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
@@ -34,17 +40,25 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
+from insightface_align.fileio import atomic_write
+from insightface_align.symbols.backend import AUTO, MEAN_CHOICES, Backend, choose
 from insightface_align.symbols.config import NetConfig
+from insightface_align.symbols.network import build_heatmaps, get_symbol
 
 VARIANTS = ("none", "native", "fast", "portable")
+MARKDOWN_HELP = ("also write the table into this markdown page, between its generated-table markers "
+                 "(see the description above); the rest of the page is kept")
 
 
-def paper_config(variant: str, multiplier: float, mean_impl: str = "auto") -> NetConfig:
+def paper_config(variant: str, multiplier: float) -> NetConfig:
     """The paper's model; variant 'none' drops the deformable convs (dcn=0)."""
-    dcn = 0 if variant == "none" else 3
-    impl = "native" if variant == "none" else variant
-    return NetConfig(block="cab", topology="sat3", depth=3, stacks=2, dcn=dcn, dcn_impl=impl,
-                     multiplier=multiplier, mean_impl=mean_impl)
+    return NetConfig(block="cab", topology="sat3", depth=3, stacks=2, dcn=0 if variant == "none" else 3,
+                     multiplier=multiplier)
+
+
+def variant_backend(variant: str, mean_impl: str = AUTO) -> Backend:
+    """The operators of a variant: its deformable convolution, the node means asked for."""
+    return choose(None, "native" if variant == "none" else variant, mean_impl)
 
 
 def trained_like_offsets(mod: mx.mod.Module, seed: int) -> None:
@@ -65,17 +79,9 @@ def trained_like_offsets(mod: mx.mod.Module, seed: int) -> None:
         mod.set_params(args, aux)
 
 
-def _heatmaps(cfg: NetConfig):
-    from insightface_align.symbols import network
-
-    if hasattr(network, "build_heatmaps"):
-        return network.build_heatmaps(cfg)
-    return [network.get_symbol(cfg)]
-
-
-def train_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
+def train_module(cfg: NetConfig, backend: Backend, batch: int, seed: int) -> mx.mod.Module:
     """Bound module whose loss is the mean squared error of every stack's heatmaps."""
-    heatmaps = _heatmaps(cfg)
+    heatmaps = build_heatmaps(cfg, backend=backend)
     label = mx.sym.Variable("label")
     loss = mx.sym.add_n(*[mx.sym.mean(mx.sym.square(h - label)) for h in heatmaps])
     sym = mx.sym.MakeLoss(loss, name="loss")
@@ -90,10 +96,8 @@ def train_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
     return mod
 
 
-def infer_module(cfg: NetConfig, batch: int, seed: int) -> mx.mod.Module:
-    from insightface_align.symbols import network
-
-    mod = mx.mod.Module(network.get_symbol(cfg), data_names=["data"], label_names=None, context=mx.cpu())
+def infer_module(cfg: NetConfig, backend: Backend, batch: int, seed: int) -> mx.mod.Module:
+    mod = mx.mod.Module(get_symbol(cfg, backend=backend), data_names=["data"], label_names=None, context=mx.cpu())
     mod.bind(data_shapes=[("data", (batch, 3, cfg.input_size, cfg.input_size))], for_training=False)
     mx.random.seed(seed)
     mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
@@ -134,7 +138,8 @@ def bench_dcn(args) -> dict:
     results = {v: {"train": [], "infer": []} for v in variants}
 
     # Inference first (small modules, all bound at once), round-robin after one warm-up.
-    infer_mods = {v: infer_module(paper_config(v, args.width, args.mean_impl), args.infer_batch, args.seed)
+    infer_mods = {v: infer_module(paper_config(v, args.width), variant_backend(v, args.mean_impl), args.infer_batch,
+                                  args.seed)
                   for v in variants}
     for v in variants:
         time_inference(infer_mods[v], infer_batch)
@@ -148,7 +153,8 @@ def bench_dcn(args) -> dict:
         # binds, warms up and times every variant in turn, then frees it.
         for _ in tqdm(range(args.repeats), desc="training rounds", disable=args.quiet):
             for v in variants:
-                mod = train_module(paper_config(v, args.width, args.mean_impl), args.batch, args.seed)
+                mod = train_module(paper_config(v, args.width), variant_backend(v, args.mean_impl), args.batch,
+                                   args.seed)
                 time_train_step(mod, train_batch)
                 results[v]["train"].append(time_train_step(mod, train_batch))
                 del mod
@@ -176,27 +182,22 @@ def bench_dcn(args) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    cfg = summary["config"]
-    lines = [f"| DCN | train step s (batch {cfg['batch']}) | x no-DCN | inference s (batch {cfg['infer_batch']}) | x no-DCN |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    names = {"none": "none (floor)", "native": "native", "fast": "fast (compiled blend)",
-             "portable": "portable (standard ops)"}
+    """The table of docs/benchmarks.md (insightface_align.benchmarks.dcn_markdown)."""
+    from insightface_align.benchmarks import dcn_markdown
 
-    def cell(row, key, fmt):
-        return fmt % row[key] if key in row else "-"
+    return dcn_markdown(summary)
 
-    for v, row in summary["variants"].items():
-        lines.append("| %s | %s | %s | %s | %s |" % (
-            names[v], cell(row, "train_seconds", "%.3f"), cell(row, "train_ratio", "%.2f"),
-            cell(row, "infer_seconds", "%.4f"), cell(row, "infer_ratio", "%.2f")))
-    return "\n".join(lines)
+
+def markdown_tag(args) -> str:
+    """The markers of a command's table in a --markdown page: one table per command, and
+    for `dcn` one per --mean-impl (the page has the CPU defaults' table and the standard means')."""
+    if args.command == "dcn" and args.mean_impl != AUTO:
+        return f"insightface-align bench dcn --mean-impl {args.mean_impl}"
+    return f"insightface-align bench {args.command}"
 
 
 def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2), "w")
 
 
 def main(argv=None) -> int:
@@ -214,10 +215,11 @@ def main(argv=None) -> int:
     dcn.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                      help="which variants to run (ratios need 'none')")
     dcn.add_argument("--skip-train", action="store_true", help="only time inference")
-    dcn.add_argument("--mean-impl", choices=["auto", "standard", "fused"], default="auto",
+    dcn.add_argument("--mean-impl", choices=list(MEAN_CHOICES), default=AUTO,
                      help="node means of every variant (standard = the release's operators)")
     dcn.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     dcn.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
+    dcn.add_argument("--markdown", metavar="PAGE", help=MARKDOWN_HELP)
     dcn.add_argument("--quiet", action="store_true", help="no progress bars")
     train = sub.add_parser("train", formatter_class=HelpFormatter, help="sdu-2d training step with the data iterator vs a fixed batch")
     train.add_argument("--recipe", default="sdu-2d", help="recipe whose network is timed")
@@ -228,12 +230,14 @@ def main(argv=None) -> int:
     train.add_argument("--rec", default=None, help="packed training set (default: 160 synthetic faces)")
     train.add_argument("--workers", type=int, default=2, help="data worker processes")
     train.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
+    train.add_argument("--markdown", metavar="PAGE", help=MARKDOWN_HELP)
     infer = sub.add_parser("infer", formatter_class=HelpFormatter, help="per-face latency and batch throughput of the deploy variants")
     infer.add_argument("--width", type=float, default=1.0, help="width multiplier of the network")
     infer.add_argument("--repeats", type=int, default=10, help="timed batch-1 rounds")
     infer.add_argument("--big-batch", type=int, default=32, help="batch size of the throughput rounds")
     infer.add_argument("--big-repeats", type=int, default=3, help="timed throughput rounds")
     infer.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' for stdout)")
+    infer.add_argument("--markdown", metavar="PAGE", help=MARKDOWN_HELP)
     infer.add_argument("--fan-python", metavar="PY", default=None,
                        help="interpreter with torch and face-alignment that times a 4-stack FAN side by side "
                             "(default: .venv-fan/bin/python when `make fan-gauge` built it)")
@@ -242,13 +246,26 @@ def main(argv=None) -> int:
                        help="time only the variants whose name contains one of these (e.g. --only INT8 winograd); "
                             "fewer models in the process, as a deployment runs one")
     args = parser.parse_args(argv)
+    if args.command == "dcn" and (args.repeats < 1 or args.infer_repeats < 1 or args.batch < 1
+                                  or args.infer_batch < 1):
+        parser.error("--repeats, --infer-repeats, --batch and --infer-batch must be positive")
+    from insightface_align.benchmarks import command_line, load_average, markdown_problem, write_markdown
+
+    tag = markdown_tag(args)
+    if args.markdown:
+        problem = markdown_problem(args.markdown, tag)
+        if problem:  # before a run of many minutes, not after it
+            return error(problem)
+    command = command_line("insightface-align bench", argv)
+    load_before = load_average()
+    extra = ()
     if args.command == "train":
         from insightface_align.benchmarks import bench_train, train_table
 
         summary = bench_train(args.recipe, args.width, args.batch, args.steps, args.rounds, args.rec, args.workers)
-        print(train_table(summary))
+        table = shown = train_table(summary)
     elif args.command == "infer":
-        from insightface_align.benchmarks import bench_infer, infer_table
+        from insightface_align.benchmarks import bench_infer, infer_markdown, infer_table
         from insightface_align.fan_gauge import DEFAULT_PYTHON
 
         fan_python = None if args.no_fan else args.fan_python
@@ -259,16 +276,19 @@ def main(argv=None) -> int:
                 print(f"FAN gauge skipped: {DEFAULT_PYTHON} is not built (make fan-gauge)", file=sys.stderr)
         summary = bench_infer(args.width, args.repeats, args.big_batch, args.big_repeats, fan_python=fan_python,
                               only=tuple(args.only))
-        print(infer_table(summary))
+        shown, table = infer_table(summary), infer_markdown(summary)
+        fan = summary.get("fan")
+        extra = (f"FAN gauge torch {fan['torch']} with {fan['threads']} threads" if fan else "no FAN gauge",)
     else:
-        if args.repeats < 1 or args.infer_repeats < 1 or args.batch < 1 or args.infer_batch < 1:
-            parser.error("--repeats, --infer-repeats, --batch and --infer-batch must be positive")
         summary = bench_dcn(args)
-        if args.json == "-":
-            print(json.dumps(summary, indent=2))
-            return 0
-        print(markdown_table(summary))
-    if args.json:
+        table = shown = markdown_table(summary)
+    if args.json != "-":  # stdout holds the JSON alone
+        print(shown)
+    if args.markdown:
+        write_markdown(args.markdown, tag, table, command, load_before, extra=extra)
+    if args.json == "-":
+        print(json.dumps(summary, indent=2))
+    elif args.json:
         _write_json(args.json, summary)
     return 0
 

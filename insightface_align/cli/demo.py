@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
     untrained = HeatmapModel(sym, *mod.get_params(), batch_size=32)
     dsym, darg, daux = ex.deploy_graph(str(out / "train" / "model"), cfg.max_steps)
-    ex.save_deploy(str(out / "deploy"), dsym, darg, daux)
+    ex.save_deploy(str(out / "deploy"), dsym, darg, daux, config=ex.source_config(str(out / "train" / "model"),
+                                                                                   cfg.max_steps))
     trained = HeatmapModel.load(str(out / "deploy"), 0, batch_size=32)
     rows, curves = [], {}
     for label, model in (("untrained", untrained), ("trained", trained)):

@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         if args.int8 and not args.calib_rec:
             raise AlignError("--int8 needs --calib-rec (images to calibrate the INT8 ranges on)")
         sym, arg, aux = ex.deploy_graph(args.prefix, args.epoch, args.dcn_impl, args.cpu_ops)
-        ex.save_deploy(args.out, sym, arg, aux)
+        config = ex.source_config(args.prefix, args.epoch)  # written beside every form (OUT-0000.json)
+        ex.save_deploy(args.out, sym, arg, aux, config=config)
         written = {"deploy": (args.out, sym, arg, aux)}
         print(f"wrote {args.out}-symbol.json / {args.out}-0000.params (inference only"
               + (", needs symbols/ext/libsdu_ops.so)" if args.cpu_ops else ", stock MXNet operators)"))
@@ -96,25 +97,25 @@ def main(argv=None) -> int:
         if args.fold_bn or args.winograd or args.mkldnn or args.int8:
             fsym, farg, faux, n = ex.fold_batchnorm(sym, dict(arg), dict(aux))
             if args.fold_bn:
-                ex.save_deploy(args.out + "-folded", fsym, farg, faux)
+                ex.save_deploy(args.out + "-folded", fsym, farg, faux, config=config, graph="folded")
                 written["folded"] = (args.out + "-folded", fsym, farg, faux)
                 print(f"wrote {args.out}-folded: {n} BatchNorms folded into convolutions")
         if args.winograd:
             wsym, warg, waux, n = ex.fast_cpu_convolutions(fsym, farg, faux)
-            ex.save_deploy(args.out + "-winograd", wsym, warg, waux)
+            ex.save_deploy(args.out + "-winograd", wsym, warg, waux, config=config, graph="winograd")
             written["winograd"] = (args.out + "-winograd", wsym, warg, waux)
             print(f"wrote {args.out}-winograd: {n['sdu_wino_conv']} 3x3 convolutions as Winograd, "
                   f"{n['sdu_dw_conv']} depthwise ones as plain-layout stencils, {n['sdu_deconv2x2']} deconvolutions "
                   "as GEMMs (needs symbols/ext/libsdu_ops.so)")
         if args.mkldnn:
             msym = ex.mkldnn_graph(fsym)
-            ex.save_deploy(args.out + "-mkldnn", msym, farg, faux)
+            ex.save_deploy(args.out + "-mkldnn", msym, farg, faux, config=config, graph="mkldnn")
             written["mkldnn"] = (args.out + "-mkldnn", msym, farg, faux)
             print(f"wrote {args.out}-mkldnn (loads on MKLDNN builds of MXNet only)")
         if args.int8:
             images = load_images(args.calib_rec, args.num_calib)
             qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images, quantize_taps=not args.int8_dcn_fp32)
-            ex.save_deploy(args.out + "-int8", qsym, qarg, qaux)
+            ex.save_deploy(args.out + "-int8", qsym, qarg, qaux, config=config, graph="int8")
             written["int8"] = (args.out + "-int8", qsym, qarg, qaux)
             ops = [n["op"] for n in json.loads(qsym.tojson())["nodes"]]
             cabs, units, ups = (ops.count(op) for op in ("sdu_cab_q", "sdu_deform_unit_q", "sdu_deconv2x2_q"))

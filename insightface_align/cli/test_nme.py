@@ -18,8 +18,8 @@ import tempfile
 import numpy as np
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
 from ..errors import AlignError
+from ..fileio import atomic_write
 from ..metrics import (DECODERS, DEFAULT_DECODER, NORMALISERS, ced, default_normaliser, mean_shape_in_box,
                        per_image_nme, summarise)
 from .common import HelpFormatter
@@ -42,6 +42,8 @@ def parse_args(argv=None):
                         "AFLW2000 box_sqrt")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="heatmap decoder")
     p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
+    p.add_argument("--allow-bad-records", action="store_true",
+                   help="exit 0 even when unreadable records were left out of a score (they are still listed)")
     p.add_argument("--winograd", action="store_true",
                    help="CPU: run the fastest fp32 graph (the --winograd export's; ~1.3x "
                         "faster, NME equal to 3 decimals on the synthetic set); default: the exact graph")
@@ -119,12 +121,22 @@ def evaluate_sets(args) -> list:
                 from ..evaluate import predict_rec
 
                 result = predict_rec(model, rec, cfg, args.decoder, args.flip_tta, progress=bar)
+            if result["excluded"]:
+                bad = result["excluded"]
+                print(f"{rec}: {len(bad)} of {total} records unreadable, left out of the score:", file=sys.stderr)
+                for index, reason in bad[:20]:
+                    print(f"  record {index}: {reason}", file=sys.stderr)
+                if len(bad) > 20:
+                    print(f"  ... and {len(bad) - 20} more", file=sys.stderr)
+            if len(result["gt"]) == 0:
+                raise AlignError(f"{rec}: no readable record to score")
             norm = args.normaliser or default_normaliser(name)
             errors = per_image_nme(result["pred"], result["gt"], norm)
             baseline = per_image_nme(mean_shape_in_box(result["gt"]), result["gt"], norm)
             summary = dict(summarise(errors, args.threshold), set=name, rec=rec, normaliser=norm,
                            baseline_mean_shape=summarise(baseline, args.threshold),
                            decoder=args.decoder, flip_tta=args.flip_tta, widened=result["widened"],
+                           records=total, unreadable=[{"record": i, "reason": r} for i, r in result["excluded"]],
                            checkpoint=f"{args.prefix},{args.epoch}")
             if args.out:
                 write_reports(args.out, name, result, errors, summary, args.threshold)
@@ -149,6 +161,14 @@ def main(argv=None) -> int:
         for label, m in (("model", r), ("mean-shape baseline", r["baseline_mean_shape"])):
             print(f"| {r['set']} | {label} | {r['count']} | {r['normaliser']} | {100 * m['nme']:.3f} | "
                   f"{100 * m['failure_rate']:.2f} | {m['auc']:.4f} |")
+    unreadable = sum(len(r["unreadable"]) for r in reports)
+    for r in reports:
+        print(f"{r['set']}: {r['count']} of {r['records']} faces scored"
+              + (f", {len(r['unreadable'])} unreadable records left out" if r["unreadable"] else ""))
+    if unreadable and not args.allow_bad_records:
+        print(f"error: {unreadable} unreadable record(s) left out of the scores (listed above); "
+              "pass --allow-bad-records to accept scores without them", file=sys.stderr)
+        return 1
     return 0
 
 

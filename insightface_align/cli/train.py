@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mxnet as mx
 
-from insightface_align.symbols.config import DCN_IMPLS, MEAN_IMPLS
+from insightface_align.symbols.backend import DCN_CHOICES, MEAN_CHOICES
 
 from ..errors import AlignError
 from ..recipe import load_recipe
@@ -35,13 +35,20 @@ def parse_args(argv=None):
     dev.add_argument("--cpus", type=int, default=None, help="number of CPU contexts (default 1)")
     p.add_argument("--kvstore", default=None, help="local | device | dist_sync (default: device on GPUs, else local)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--reset-optimizer", action="store_true",
+                   help="with --resume: start the optimizer afresh (when its .states file is missing or unwanted)")
+    p.add_argument("--trust-pickled-states", action="store_true",
+                   help="with --resume: accept an older, pickled .states file (pickle can run code: only files "
+                        "you made yourself)")
     p.add_argument("--pretrained", default=None, help="PREFIX,EPOCH of a checkpoint to start from")
     p.add_argument("--freeze-bn", action="store_true", help="use BatchNorm running statistics (fine-tuning)")
     p.add_argument("--width", type=float, default=None, help="override the recipe's width multiplier")
-    p.add_argument("--dcn-impl", choices=list(DCN_IMPLS), default=None,
-                   help="deformable convolution (default: the recipe's, auto = native on GPU, fast on CPU)")
-    p.add_argument("--mean-impl", choices=list(MEAN_IMPLS), default=None,
-                   help="node means (default: the recipe's, auto = fused on CPU, standard on GPU)")
+    p.add_argument("--dcn-impl", choices=list(DCN_CHOICES), default=None,
+                   help="deformable convolution of the training graph (default auto: native on GPU, fast on CPU "
+                        "with the compiled operators, portable without); checkpoints are saved with native")
+    p.add_argument("--mean-impl", choices=list(MEAN_CHOICES), default=None,
+                   help="node means of the training graph (default auto: fused on CPU with the compiled "
+                        "operators, standard otherwise); checkpoints are saved with standard")
     for name, typ in (("lr", float), ("max-steps", int), ("batch-per-device", int), ("checkpoint-every", int),
                       ("val-every", int), ("log-every", int), ("seed", int), ("num-workers", int)):
         p.add_argument("--" + name, type=typ, default=None, help="override train.%s" % name.replace("-", "_"))
@@ -65,10 +72,6 @@ def main(argv=None) -> int:
         net_over = {}
         if args.width is not None:
             net_over["multiplier"] = args.width
-        if args.dcn_impl:
-            net_over["dcn_impl"] = args.dcn_impl
-        if args.mean_impl:
-            net_over["mean_impl"] = args.mean_impl
         recipe = load_recipe(args.recipe, **net_over)
         train = dict(recipe.train)
         for key in ("lr", "max_steps", "batch_per_device", "checkpoint_every", "val_every", "log_every", "seed",
@@ -96,6 +99,8 @@ def main(argv=None) -> int:
             pretrained = (prefix, int(epoch))
         spec = RunSpec(train_rec=train_rec, out_dir=args.out or f"runs/{recipe.name}", val_recs=val, contexts=ctx,
                        kvstore=kvstore, resume=args.resume, pretrained=pretrained, freeze_bn=args.freeze_bn,
+                       dcn_impl=args.dcn_impl, mean_impl=args.mean_impl,
+                       reset_optimizer=args.reset_optimizer, trust_pickled_states=args.trust_pickled_states,
                        progress=not args.no_progress and sys.stderr.isatty())
         result = Trainer(recipe, cfg, spec).run()
     except AlignError as exc:

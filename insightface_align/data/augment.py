@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import window_matrix
+from ..heatmaps import input_to_heatmap_matrix
 from .config import DataConfig
 from .flip import mirror_matrix
 
@@ -23,9 +24,7 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 def input_to_heatmap(cfg: DataConfig) -> np.ndarray:
     """Input pixel-centre coordinates -> heatmap ones (both cover the same window)."""
-    r = cfg.heatmap_ratio
-    off = 0.5 * r - 0.5
-    return np.array([[r, 0.0, off], [0.0, r, off]])
+    return input_to_heatmap_matrix(cfg.input_size, cfg.heatmap_size)
 
 
 def sample_rng(cfg: DataConfig, epoch: int, key: int) -> np.random.Generator:

@@ -9,15 +9,20 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..heatmaps import inside
 from .augment import (compose, crop_matrix, decode_matrix, input_to_heatmap, linear_scale,
                       random_crop, random_pair_transform, sample_rng)
 from .config import DataConfig
 from .flip import FLIP_PERMUTATION
 from .photometric import augment
 from .recfile import RecordFile
-from .targets import inside, render_heatmaps
+from .targets import render_heatmaps
 
 NUM_POINTS = 68
+
+
+# record_id of a row whose record could not be read (exclude_bad_records).
+EXCLUDED = -1
 
 
 def batch_shapes(cfg: DataConfig) -> dict:
@@ -36,7 +41,7 @@ def batch_shapes(cfg: DataConfig) -> dict:
     shapes["crop_matrix"] = ((b, 6), np.float32)
     shapes["record_id"] = ((b,), np.int64)
     shapes["flags"] = ((b,), np.int8)       # bit 1: window widened, bit 2: still outside after widening
-    shapes["bad_records"] = ((1,), np.int64)  # unreadable records replaced by the next readable one
+    shapes["bad_records"] = ((1,), np.int64)  # unreadable records (substituted, or excluded: EXCLUDED ids)
     return shapes
 
 
@@ -87,22 +92,40 @@ class BatchBuilder:
         return img, decode_matrix(factor)
 
     def _load(self, pos: int, epoch: int) -> tuple:
-        """Read/decode a record, substituting the next readable one when it is bad."""
+        """Read/decode a record, substituting the next readable one when it is bad (or, with
+        exclude_bad_records, returning None for it)."""
         n = len(self.records)
         bad = 0
+        if self.cfg.exclude_bad_records:
+            try:
+                return self._load_one(pos % n, epoch) + (0,)
+            except DataError:
+                return None
         for step in range(n):
             i = (pos + step) % n
-            where = f"{self.records.rec_path} (record key {int(self.records.keys[i])})"
             try:
-                jpeg, pts, rid = self.records.read_sample(i)
-                plan = self._plan(epoch, int(self.records.keys[i]), pts.astype(np.float64))
-                img, dec = self._decode(jpeg, plan[0], where)
-                return img, dec, pts, rid, plan, bad
+                return self._load_one(i, epoch) + (bad,)
             except DataError:
                 if not self.cfg.skip_bad_records:
                     raise
                 bad += 1
         raise DataError(self.records.rec_path, "no readable record")
+
+    def _load_one(self, i: int, epoch: int) -> tuple:
+        """(image, decode matrix, points, record id, plan) of record index i; DataError when bad."""
+        where = f"{self.records.rec_path} (record key {int(self.records.keys[i])})"
+        jpeg, pts, rid = self.records.read_sample(i)
+        plan = self._plan(epoch, int(self.records.keys[i]), pts.astype(np.float64))
+        img, dec = self._decode(jpeg, plan[0], where)
+        return img, dec, pts, rid, plan
+
+    def explain(self, i: int) -> str:
+        """Why record index i cannot be used (the DataError message), or '' when it can."""
+        try:
+            self._load_one(i, 0)
+        except DataError as exc:
+            return str(exc)
+        return ""
 
     # -- a whole batch -------------------------------------------------------------------
     def fill(self, out: dict, positions, epoch: int) -> None:
@@ -114,7 +137,18 @@ class BatchBuilder:
         row = 0
         photo = cfg.photometric if (cfg.train and cfg.photometric.active) else None
         for pos in positions:
-            img, dec, pts, rid, (rows, pair, widened, outside), bad = self._load(int(pos), epoch)
+            loaded = self._load(int(pos), epoch)
+            if loaded is None:  # excluded: a blank row the evaluation drops
+                out["data"][row] = 0
+                out["points"][row] = 0
+                out["crop_matrix"][row] = 0
+                out["record_id"][row] = EXCLUDED
+                out["flags"][row] = 0
+                hm_points[row] = -1e4  # far outside the heatmap: an empty target
+                row += 1
+                bad_total += 1
+                continue
+            img, dec, pts, rid, (rows, pair, widened, outside), bad = loaded
             bad_total += bad
             # Both rows of a coherent pair get the same photometric draw.
             photo_seed = [int(cfg.seed), int(epoch), int(rid), 7]

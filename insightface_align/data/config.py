@@ -66,6 +66,9 @@ class DataConfig:
     skip_batches: int = 0
     last_batch: str = "discard"
     skip_bad_records: bool = True
+    # Evaluation: an unreadable record gives a row with record_id -1 (EXCLUDED) instead of
+    # the next readable record, so scores never count a face twice (evaluate.py drops it).
+    exclude_bad_records: bool = False
     photometric: Photometric = Photometric()
 
     def __post_init__(self):

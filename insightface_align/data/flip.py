@@ -1,7 +1,7 @@
 """The 68-point horizontal-flip permutation, in one place (the iterator and the loss use it).
 
 After mirroring an image, semantic landmark j of the mirrored face sits where landmark
-FLIP_PERMUTATION[j] of the original moved to (index i becomes flip[i], DESIGN.md). The
+FLIP_PERMUTATION[j] of the original moved to (index i becomes flip[i]). The
 permutation is an involution: applying it twice is the identity.
 """
 from __future__ import annotations

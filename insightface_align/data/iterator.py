@@ -45,8 +45,9 @@ class AlignIter(mx.io.DataIter):
     def __init__(self, rec_path: str, cfg: DataConfig, idx_path: str | None = None, copy: bool = False,
                  start_method: str | None = None, epoch: int | None = None, skip_batches: int | None = None):
         """rec_path: NAME.rec (NAME.idx beside it unless idx_path); epoch/skip_batches
-        override the config's start point (resume); start_method: 'fork' (default on
-        Linux) or 'spawn' for the workers."""
+        override the config's start point (resume); start_method: how the worker
+        processes start (default 'forkserver', or 'spawn' where forkserver is missing;
+        see workers.WorkerPool)."""
         if epoch is not None or skip_batches is not None:
             cfg = cfg.replace(epoch=cfg.epoch if epoch is None else epoch,
                               skip_batches=cfg.skip_batches if skip_batches is None else skip_batches)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from ..fields import typed_fields
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,7 @@ class Photometric:
     def from_dict(cls, values) -> "Photometric":
         if values is None:
             return cls()
-        if not isinstance(values, dict):
-            raise ConfigError("data.photometric", f"must be a mapping of probabilities, got {values!r}")
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(f"data.photometric.{key}", f"unknown operation; known: {', '.join(sorted(known))}")
-        return cls(**values)
+        return cls(**typed_fields(cls, values, "data.photometric"))
 
     @property
     def active(self) -> bool:

@@ -1,20 +1,19 @@
 """Heatmap and coordinate targets, vectorised over samples and landmarks.
 
-Points are (x, y) in heatmap pixel-centre coordinates (pixel (i, j) has its centre at
-x=j, y=i). A point whose nearest pixel lies outside the heatmap gets an all-zero map.
+Points are (x, y) in heatmap pixel-centre coordinates (heatmaps.py: pixel (i, j) has
+its centre at x=j, y=i). A point whose nearest pixel lies outside the heatmap gets an
+all-zero map.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..heatmaps import inside, nearest_pixel
+
+__all__ = ["TAIL", "inside", "render_heatmaps"]
+
 # Gaussian values below this (beyond ~4.3 sigma) are left at 0 so only a patch is written.
 TAIL = 1e-4
-
-
-def inside(points: np.ndarray, size: int) -> np.ndarray:
-    """(..., 68) bool: the point's nearest pixel lies in a size x size map."""
-    p = np.asarray(points)
-    return np.all((p >= -0.5) & (p < size - 0.5), axis=-1)
 
 
 def render_heatmaps(points: np.ndarray, size: int, sigma: float, round_centre: bool = False,
@@ -33,10 +32,10 @@ def render_heatmaps(points: np.ndarray, size: int, sigma: float, round_centre: b
     if sigma == 0:
         out.fill(0.0)
         nn, kk = np.nonzero(ok)
-        r = np.floor(pts[nn, kk] + 0.5).astype(np.int64)
+        r = nearest_pixel(pts[nn, kk]).astype(np.int64)
         out[nn, kk, r[:, 1], r[:, 0]] = 1.0
         return out
-    centre = np.floor(pts + 0.5) if round_centre else pts
+    centre = nearest_pixel(pts) if round_centre else pts
     radius = int(np.ceil(sigma * np.sqrt(-2.0 * np.log(TAIL))))
     if 2 * radius + 1 <= size and out.flags.c_contiguous:
         return _render_patches(centre, ok, size, sigma, radius, out)
@@ -59,7 +58,7 @@ def _render_patches(centre, ok, size, sigma, radius, out):
     out.fill(0.0)
     nn, kk = np.nonzero(ok)
     c = centre[nn, kk]                                                   # (M, 2)
-    start = np.clip(np.floor(c + 0.5).astype(np.int64) - radius, 0, size - w)
+    start = np.clip(nearest_pixel(c).astype(np.int64) - radius, 0, size - w)
     grid = start[:, :, None] + np.arange(w)                              # (M, 2, w)
     d = (grid - c[:, :, None]).astype(np.float32)
     prof = np.exp(d * d * np.float32(-0.5 / (sigma * sigma)))

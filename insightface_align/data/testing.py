@@ -10,6 +10,7 @@ import os
 import struct
 
 import cv2
+import mxnet as mx
 import numpy as np
 
 
@@ -67,8 +68,6 @@ def release_record_bytes(record_id: int, jpeg: bytes, points_xy: np.ndarray) -> 
 
 def write_release_rec(prefix: str, samples, quality: int = 95) -> tuple:
     """Write PREFIX.rec/.idx from (BGR image, points) pairs; returns the two paths."""
-    import mxnet as mx
-
     rec, idx = prefix + ".rec", prefix + ".idx"
     tmp_rec, tmp_idx = rec + ".tmp", idx + ".tmp"
     writer = mx.recordio.MXIndexedRecordIO(tmp_idx, tmp_rec, "w")

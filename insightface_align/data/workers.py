@@ -15,6 +15,7 @@ import signal
 import traceback
 import weakref
 
+import cv2
 import numpy as np
 
 from ..errors import DataError
@@ -69,7 +70,6 @@ def _alive(pid: int) -> bool:
 
 def _worker_main(cfg, records, raws, shapes, tasks, done, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import cv2
     cv2.setNumThreads(1)
     slots = [SharedSlot(None, shapes, raw).arrays for raw in raws]
     builder = BatchBuilder(cfg, records)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import atomic_write
 from .base import NUM_POINTS, Reader, checked_points, sorted_files
 from .images import to_bgr_uint8
 from .matfile import load_mat, require_var
@@ -48,10 +49,7 @@ def write_png_atomic(path, image_bgr) -> None:
     ok, buf = cv2.imencode(".png", image_bgr)
     if not ok:
         raise DataError(path, "PNG encoding failed")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(buf.tobytes())
-    os.replace(tmp, path)
+    atomic_write(path, buf.tobytes())
 
 
 def mat_image_to_bgr(value, where) -> np.ndarray:

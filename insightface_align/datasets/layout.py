@@ -22,6 +22,7 @@ from ..errors import DataError
 from .aflw2000 import Aflw2000Reader
 from .cofw import CofwReader
 from .concat import ConcatReader
+from .listfile import ListReader
 from .w300 import MenpoReader, W300Reader
 from .w300lp import W300LPReader
 
@@ -86,8 +87,6 @@ def make_reader(fmt: str, paths, cache_dir=None):
     if fmt == "300wlp":
         return W300LPReader(path)
     if fmt == "list":
-        from .listfile import ListReader
-
         return ListReader(path)
     raise ValueError(f"unknown format {fmt!r}")
 

@@ -19,7 +19,7 @@ from .matv5 import MAX_VARIABLE_BYTES, read_mat_v5
 
 
 def _h5_value(h5file, node):
-    import h5py
+    import h5py  # optional: only MATLAB v7.3 (HDF5) files need it
 
     if isinstance(node, h5py.Group):
         raise DataError(h5file.filename, f"variable {node.name!r} is a struct/group, expected an array")
@@ -39,7 +39,7 @@ def _h5_value(h5file, node):
 
 
 def _load_h5(path, names):
-    import h5py
+    import h5py  # optional: only MATLAB v7.3 (HDF5) files need it
 
     out = {}
     with h5py.File(path, "r") as h5file:

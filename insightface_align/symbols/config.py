@@ -2,7 +2,9 @@
 
 Field names map onto the original release's config keys (net_stacks, net_n,
 net_block, net_sta, net_dcn, multiplier, input_img_size, output_label_size) so a
-release config translates one to one; see `NetConfig.from_release`.
+release config translates one to one; see `NetConfig.from_release`. Which operators
+run it (the execution backend) is not part of it: symbols/backend.py chooses them
+when a graph is built, so a saved config runs anywhere.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from insightface_align.errors import ConfigError, reject_unknown_fields
 
 BLOCKS = ("resnet", "inception", "hpm", "cab")
 TOPOLOGIES = ("hourglass", "unet", "dla", "sat1", "sat2", "sat3")
-DCN_IMPLS = ("auto", "native", "fast", "portable")
 INSIDE = ("none", "dcn", "stn")
-MEAN_IMPLS = ("auto", "standard", "fused")
+# Keys older checkpoints' configs hold that are no longer architecture (the operator
+# choice, now symbols/backend.py): ignored when read.
+FORMER_FIELDS = ("dcn_impl", "mean_impl")
 
 
 @dataclass(frozen=True)
@@ -27,14 +30,7 @@ class NetConfig:
     depth: down-sampling steps inside each stack (release net_n; 4 hourglass, 3 SAT(III)).
     dcn: inside transformer as deformable convs (release net_dcn): 0 none, 1 between
       stacks, 2 ll + heatmap heads, 3 both (the paper's model).
-    dcn_impl: native (MXNet's op), fast (the compiled CPU blend, symbols/ext), portable
-      (standard ops only), auto (native on GPU, fast on CPU, portable on CPU when the
-      library is not built; resolved by the builder from the context).
     stn: True puts a spatial transformer before the stacks (paper Fig. 4a).
-    mean_impl: how CAB / grid nodes average their inputs: standard (Concat + add_n +
-      divide, the release's operators), fused (`sdu_mean`, one pass, bit-identical, CPU
-      only, symbols/ext), auto (fused on CPU when the library is built, else standard).
-      Parameters are the same either way.
     """
 
     num_classes: int = 68
@@ -43,12 +39,10 @@ class NetConfig:
     block: str = "resnet"
     topology: str = "hourglass"
     dcn: int = 0
-    dcn_impl: str = "auto"
     stn: bool = False
     input_size: int = 128
     heatmap_size: int = 64
     multiplier: float = 1.0
-    mean_impl: str = "auto"
 
     def __post_init__(self):
         self.validate()
@@ -58,10 +52,6 @@ class NetConfig:
             raise ConfigError("block", f"unknown block {self.block!r}; choose one of {', '.join(BLOCKS)}")
         if self.topology not in TOPOLOGIES:
             raise ConfigError("topology", f"unknown topology {self.topology!r}; choose one of {', '.join(TOPOLOGIES)}")
-        if self.dcn_impl not in DCN_IMPLS:
-            raise ConfigError("dcn_impl", f"unknown implementation {self.dcn_impl!r}; choose one of {', '.join(DCN_IMPLS)}")
-        if self.mean_impl not in MEAN_IMPLS:
-            raise ConfigError("mean_impl", f"unknown implementation {self.mean_impl!r}; choose one of {', '.join(MEAN_IMPLS)}")
         if not isinstance(self.dcn, int) or self.dcn not in (0, 1, 2, 3):
             raise ConfigError("dcn", f"must be 0, 1, 2 or 3, got {self.dcn!r}")
         if not isinstance(self.stacks, int) or self.stacks < 1:
@@ -96,6 +86,9 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "NetConfig":
+        """From to_dict()'s output (or a recipe's network section); the former operator
+        fields (FORMER_FIELDS) of older checkpoints are ignored."""
+        values = {k: v for k, v in values.items() if k not in FORMER_FIELDS}
         reject_unknown_fields(cls, values)
         return cls(**values)
 

@@ -29,34 +29,20 @@ from __future__ import annotations
 
 import mxnet as mx
 
-from .config import DCN_IMPLS
 from insightface_align.errors import ConfigError
 
+from . import ext
+from .backend import DCN_IMPLS
 
-CONCRETE_IMPLS = ("native", "fast", "portable")
-
-
-def resolve_impl(impl: str, ctx=None) -> str:
-    """'auto' -> 'native' when ctx (a Context or a list of them) has a GPU (the native op's
-    CUDA kernel is fast there), else 'fast' when the compiled library is built, else
-    'portable'. Unknown names raise ConfigError."""
-    if impl not in DCN_IMPLS:
-        raise ConfigError("dcn_impl", f"unknown implementation {impl!r}; choose one of {', '.join(DCN_IMPLS)}")
-    from . import ext
-
-    if impl == "fast" and ext.on_gpu(ctx):
-        raise ConfigError("dcn_impl", "'fast' is a CPU-only compiled operator; use native (or auto) on GPUs")
-    if impl != "auto":
-        return impl
-    if ext.on_gpu(ctx):
-        return "native"
-    return "fast" if ext.available() else "portable"
+TAPS = 9                                # a 3x3 kernel's taps
+OFFSET_CHANNELS = 2 * TAPS              # (dy, dx) per tap: the offset conv's outputs
+OFFSET_COLUMNS = TAPS * OFFSET_CHANNELS  # 162: a fast unit's table starts with the offset conv's taps, then 9F
 
 
 def _check_impl(impl: str) -> None:
-    if impl not in CONCRETE_IMPLS:
-        raise ConfigError("dcn_impl", f"deformable_conv needs one of {', '.join(CONCRETE_IMPLS)} "
-                                      f"(resolve 'auto' first), got {impl!r}")
+    if impl not in DCN_IMPLS:
+        raise ConfigError("dcn_impl", f"deformable_conv needs one of {', '.join(DCN_IMPLS)} "
+                                      f"(symbols/backend.py chooses), got {impl!r}")
 
 
 def _native(data, offset, num_filter, name, no_bias):
@@ -170,8 +156,6 @@ def _fast(data, offset, num_filter, name, no_bias):
     bilinear corners of the 9 taps per pixel (36 rows of F floats) and adds the bias,
     writing NCHW directly. Same rules and gradients as the native op.
     """
-    from . import ext
-
     ext.load()
     weight = _shaped_like_conv_weight(mx.sym.Variable(name + "_weight"), data, num_filter)
     table = _tap_table(data, _fc_weight(weight), 9 * num_filter, name)
@@ -189,12 +173,14 @@ def _unit_parameters(data, num_filter, name, offset_name, no_bias, in_channels):
     """
     zero = mx.init.Zero()
     if in_channels:
-        offset_weight = mx.sym.Variable(offset_name + "_weight", shape=(18, in_channels, 3, 3), init=zero)
-        offset_bias = mx.sym.Variable(offset_name + "_bias", shape=(18,), init=zero)
+        offset_weight = mx.sym.Variable(offset_name + "_weight", shape=(OFFSET_CHANNELS, in_channels, 3, 3),
+                                        init=zero)
+        offset_bias = mx.sym.Variable(offset_name + "_bias", shape=(OFFSET_CHANNELS,), init=zero)
         weight = mx.sym.Variable(name + "_weight", shape=(num_filter, in_channels, 3, 3))
         bias = None if no_bias else mx.sym.Variable(name + "_bias", shape=(num_filter,))
         return offset_weight, offset_bias, weight, bias
-    offset_weight = _shaped_like_conv_weight(mx.sym.Variable(offset_name + "_weight", init=zero), data, 18)
+    offset_weight = _shaped_like_conv_weight(mx.sym.Variable(offset_name + "_weight", init=zero), data,
+                                             OFFSET_CHANNELS)
     offset_bias = _bias_variable(offset_name, offset_weight, init=zero)
     weight = _shaped_like_conv_weight(mx.sym.Variable(name + "_weight"), data, num_filter)
     bias = None if no_bias else _bias_variable(name, weight)
@@ -210,8 +196,6 @@ def _fast_unit(data, num_filter, name, offset_name, no_bias, in_channels=None):
     outputs, which oneDNN runs far below peak (its backward especially), by 7% more
     columns in a GEMM that runs at peak.
     """
-    from . import ext
-
     ext.load()
     offset_weight, offset_bias, weight, bias = _unit_parameters(data, num_filter, name, offset_name, no_bias,
                                                                 in_channels)
@@ -219,8 +203,8 @@ def _fast_unit(data, num_filter, name, offset_name, no_bias, in_channels=None):
     # argument order is the native unit's: data, offset weight, offset bias, weight, bias.
     offset_fc = mx.sym.broadcast_add(_fc_weight(offset_weight),
                                      mx.sym.BlockGrad(mx.sym.zeros_like(mx.sym.sum(offset_bias, keepdims=True))))
-    fc_weight = mx.sym.concat(offset_fc, _fc_weight(weight), dim=0)                  # (162 + 9F, C)
-    table = _tap_table(data, fc_weight, 162 + 9 * num_filter, name)
+    fc_weight = mx.sym.concat(offset_fc, _fc_weight(weight), dim=0)       # (OFFSET_COLUMNS + 9F, C)
+    table = _tap_table(data, fc_weight, OFFSET_COLUMNS + TAPS * num_filter, name)
     inputs = [table, offset_bias] if bias is None else [table, offset_bias, bias]
     return mx.sym.sdu_deform_unit(*inputs, no_bias=bias is None, name=name)
 
@@ -263,6 +247,6 @@ def deformable_unit(data, num_filter, name, offset_name, no_bias=False, impl="na
         return _fast_unit(data, num_filter, name, offset_name, no_bias, in_channels)
     offset_weight = mx.sym.Variable(offset_name + "_weight", init=mx.init.Zero())
     offset_bias = mx.sym.Variable(offset_name + "_bias", init=mx.init.Zero())
-    offset = mx.sym.Convolution(data=data, weight=offset_weight, bias=offset_bias, num_filter=18,
+    offset = mx.sym.Convolution(data=data, weight=offset_weight, bias=offset_bias, num_filter=OFFSET_CHANNELS,
                                 kernel=(3, 3), stride=(1, 1), pad=(1, 1), name=offset_name)
     return deformable_conv(data, offset, num_filter, name, no_bias=no_bias, impl=impl)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import mxnet as mx
 
+from . import ext
+
 BN_MOMENTUM = 0.9
 BN_EPS = 2e-5
 
@@ -56,7 +58,5 @@ def fused_mean(inputs, name):
 
     Equals Concat(y, y) + add_n + divide bit for bit (`sdu_mean`, symbols/ext); CPU only.
     """
-    from . import ext
-
     ext.load()
     return mx.sym.sdu_mean(*inputs, num_args=len(inputs), name=name)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import mxnet as mx
 
+from . import stn
+from .backend import Backend, choose
 from .blocks import build_block
-from insightface_align.errors import ConfigError
-
 from .config import NetConfig
+from .deform import deformable_unit
 from .layers import bn, conv, maxpool2, relu
 from .topologies import PREFIX, TOPOLOGIES, TopologyContext
 
@@ -19,20 +20,7 @@ INPUT_SCALE = 0.0078125
 
 
 def _deform(data, in_channels, num_filter, name, offset_name, impl):
-    from .deform import deformable_unit  # imported lazily: graphs without DCN never need it
-
     return deformable_unit(data, num_filter, name, offset_name, no_bias=False, impl=impl, in_channels=in_channels)
-
-
-def resolve_mean_impl(impl: str, ctx=None) -> str:
-    """'auto' -> 'fused' when ctx is a CPU and the compiled library is built, else 'standard'."""
-    from . import ext
-
-    if impl == "fused" and ext.on_gpu(ctx):
-        raise ConfigError("mean_impl", "'fused' is a CPU-only compiled operator; use standard (or auto) on GPUs")
-    if impl != "auto":
-        return impl
-    return "fused" if ext.usable_on(ctx) else "standard"
 
 
 def _stem(data, cfg: NetConfig, fused_mean: bool):
@@ -50,27 +38,24 @@ def _stem(data, cfg: NetConfig, fused_mean: bool):
     return build_block(cfg.block, body, mid, n, "res2", fused_mean)
 
 
-def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
+def build_heatmaps(cfg: NetConfig, data=None, ctx=None, backend: Backend | None = None) -> list:
     """Per-stack heatmap symbols (B, num_classes, H, W), first stack first.
 
     The last is named "heatmap" (output "heatmap_output"), earlier ones "heatmap%d".
-    `ctx` (an mx.Context, a list of them, or None for the CPU) resolves the "auto"
-    implementations (dcn_impl, mean_impl).
+    `backend` says which operators to use; None chooses them for `ctx` (an mx.Context,
+    a list of them, or None for the CPU; symbols/backend.py). Every backend gives the
+    same parameters.
     """
     cfg.validate()
-    impl = cfg.dcn_impl
-    if cfg.dcn:
-        from .deform import resolve_impl
-
-        impl = resolve_impl(impl, ctx)
-    fused = resolve_mean_impl(cfg.mean_impl, ctx) == "fused"
+    if backend is None:
+        backend = choose(ctx)
+    backend.check(ctx)
+    impl, fused = backend.dcn, backend.mean == "fused"
     _, _, n = cfg.widths
     data = mx.sym.Variable("data") if data is None else data
     body = _stem(data, cfg, fused)
     theta_inv = None
     if cfg.stn:
-        from . import stn
-
         theta = stn.localisation_theta(body, n, cfg.heatmap_size, cfg.multiplier)
         body = stn.warp(body, theta, cfg.heatmap_size)
         theta_inv = stn.invert_theta(theta)
@@ -99,24 +84,11 @@ def build_heatmaps(cfg: NetConfig, data=None, ctx=None) -> list:
             if cfg.dcn in (1, 3):
                 body = _deform(body, n, n, "stack%d_out3" % i, "stack%d_out3_offset" % i, impl)
     if theta_inv is not None:
-        from . import stn
-
         heatmaps = [stn.warp(h, theta_inv, cfg.heatmap_size) for h in heatmaps]
         heatmaps[-1] = mx.sym.identity(heatmaps[-1], name="heatmap")
     return heatmaps
 
 
-def for_context(cfg: NetConfig, ctx) -> NetConfig:
-    """cfg with CPU-only operator choices (fast DCN, fused means) swapped for their GPU
-    equivalents when ctx has a GPU: the same parameters, so any checkpoint runs anywhere."""
-    from . import ext
-
-    if not ext.on_gpu(ctx):
-        return cfg
-    return cfg.replace(dcn_impl="native" if cfg.dcn_impl == "fast" else cfg.dcn_impl,
-                       mean_impl="standard" if cfg.mean_impl == "fused" else cfg.mean_impl)
-
-
-def get_symbol(cfg: NetConfig, ctx=None) -> mx.sym.Symbol:
+def get_symbol(cfg: NetConfig, ctx=None, backend: Backend | None = None) -> mx.sym.Symbol:
     """Inference graph: input `data` (B, 3, in, in) raw RGB 0..255 -> last stack's heatmaps."""
-    return build_heatmaps(cfg, ctx=ctx)[-1]
+    return build_heatmaps(cfg, ctx=ctx, backend=backend)[-1]

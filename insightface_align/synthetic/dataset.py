@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..datasets.writers import MAT_ORIGIN, atomic_write_bytes, write_aflw2000_mat, write_jpeg, write_pts
+from ..fileio import directory_mode
 from .generate import SynthConfig, SyntheticFace, make_face
 
 META_NAME = "synth_meta.jsonl"
@@ -85,6 +86,7 @@ def generate_folder(out_dir: str, count: int, seed: int, config: SynthConfig, wo
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=parent)
     try:
+        os.chmod(tmp, directory_mode())  # mkdtemp makes it 0700; the set is renamed into place
         jobs = [(tmp, seed, i, config) for i in range(start, start + count)]
         records = []
         if workers <= 1:

@@ -2,7 +2,7 @@
 
 Runs on any OpenGL 3.3 context moderngl can open headless; on a machine without a GPU that
 is Mesa's llvmpipe through EGL (Debian: libegl1 libgl1-mesa-dri). One context per process,
-opened on first use, so forked data-generation workers each open their own.
+opened on first use, so each data-generation worker process opens its own.
 
 Shading happens per pixel in linear light: albedo texture (sRGB, alpha = specular mask)
 times a hemisphere ambient term and per-vertex ambient occlusion, plus up to four

@@ -1,0 +1,47 @@
+"""The recipe's `train` section: optimisation and bookkeeping of a training run.
+
+Its own module so recipes can type-check their `train` section without importing the
+trainer (which imports recipes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+from .errors import ConfigError
+from .fields import typed_fields
+from .heatmaps import DEFAULT_DECODER
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping (recipe section `train`, overridable on the command line)."""
+
+    optimizer: str = "nadam"
+    lr: float = 2.5e-4
+    lr_steps: Tuple[int, ...] = (16000, 24000)
+    lr_factor: float = 0.2
+    max_steps: int = 30000
+    batch_per_device: int = 20
+    wd: float = 0.0
+    checkpoint_every: int = 1000
+    val_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+    num_workers: int = 2
+    decoder: str = DEFAULT_DECODER
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ConfigError("train.max_steps", "must be >= 1")
+        if self.batch_per_device < 1:
+            raise ConfigError("train.batch_per_device", "must be >= 1")
+        steps = list(self.lr_steps)
+        if steps != sorted(steps) or len(set(steps)) != len(steps) or any(s < 1 for s in steps):
+            raise ConfigError("train.lr_steps", f"must be strictly increasing positive steps, got {steps}")
+        if self.lr <= 0:
+            raise ConfigError("train.lr", "must be > 0")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        return cls(**typed_fields(cls, values, "train"))
