@@ -143,12 +143,13 @@ train-3d: $(INSTALLED) $(if $(DATA),,data/synth3d/train.rec)
 		$(if $(DATA),,--val aflw2000_synth) --num-workers $(WORKERS)
 
 stats: $(INSTALLED)
-	$(RUN_ENV) $(PY) tools/model_stats.py
+	$(RUN_ENV) $(PY) tools/model_stats.py --markdown docs/benchmarks.md
 
 bench: $(INSTALLED) $(FAN_STAMP)
-	$(RUN_ENV) $(PY) tools/bench.py dcn
-	$(RUN_ENV) $(PY) tools/bench.py train
-	$(RUN_ENV) $(PY) tools/bench.py infer --fan-python $(FAN_VENV)/bin/python
+	$(RUN_ENV) $(PY) tools/bench.py dcn --markdown docs/benchmarks.md
+	$(RUN_ENV) $(PY) tools/bench.py dcn --mean-impl standard --variants none fast portable --markdown docs/benchmarks.md
+	$(RUN_ENV) $(PY) tools/bench.py train --markdown docs/benchmarks.md
+	$(RUN_ENV) $(PY) tools/bench.py infer --fan-python $(FAN_VENV)/bin/python --markdown docs/benchmarks.md
 
 # PyTorch + face-alignment in a venv of their own (1.6 GB; bench only, never next to MXNet).
 fan-gauge: $(FAN_STAMP)
@@ -160,7 +161,7 @@ $(FAN_STAMP): requirements/fan-gauge.txt
 	touch $@
 
 bench-data: $(INSTALLED) data/synth2d/train.rec
-	$(RUN_ENV) $(PY) tools/bench_data.py --rec data/synth2d/train.rec
+	$(RUN_ENV) $(PY) tools/bench_data.py --rec data/synth2d/train.rec --markdown docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(EXT)

@@ -430,4 +430,17 @@ def write_markdown(path: str, tag: str, table: str, command: str, load_before: f
     from .cli.common import write_generated
 
     parts = [table.strip(), *[n.strip() for n in notes if n and n.strip()], provenance(command, load_before, extra)]
-    write_generated(path, "\n\n".join(parts), tag)
+    # Commands that share a page (make stats and make bench) may finish together: each reads the
+    # page and replaces it whole, so they take turns (a lock on the page's folder; the page
+    # itself is replaced by a rename and cannot carry the lock).
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        write_generated(path, "\n\n".join(parts), tag)
+    finally:
+        os.close(folder)
