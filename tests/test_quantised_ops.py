@@ -4,7 +4,8 @@ Each is checked against its fp32 operator run on the operands it quantises, quan
 here independently (MXNet's conventions: uint8 over [0, max] for a non-negative input
 range, else int8 over +-max|.|; weights per output column over max |w|; round to
 nearest, saturate). That pins the arithmetic to 1e-5, where a comparison with the
-unquantised fp32 result could only bound the quantisation error.
+unquantised fp32 result could only bound the quantisation error. Tests taking `kernels`
+run with the CPU's best kernels (AVX-512 here) and with the baseline (plain x86-64) ones.
 """
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ import numpy as np
 import pytest
 
 from insightface_align.symbols import ext
+
+
+@pytest.fixture(params=["auto", "baseline"])
+def kernels(request):
+    """Runs a test with the best kernels this CPU runs, then with the baseline ones."""
+    ext.load()
+    before = ext.isa()
+    ext.set_isa(request.param)
+    yield ext.isa()
+    ext.set_isa(before)
 
 
 def _input_steps(x: np.ndarray, lo: float, hi: float) -> tuple:
@@ -47,7 +58,7 @@ def _unit_q(x, weight, obias, bias, table_range, offset_range, **attrs):
 @pytest.mark.parametrize("signed", [False, True], ids=["uint8-input", "int8-input"])
 @pytest.mark.parametrize("exponent", [0, 3])
 @pytest.mark.parametrize("w,f", [(7, 5), (16, 16)], ids=["scalar-rows", "16x16-blocks"])
-def test_quantised_unit_equals_the_fp32_unit_on_its_quantised_operands(signed, exponent, w, f):
+def test_quantised_unit_equals_the_fp32_unit_on_its_quantised_operands(signed, exponent, w, f, kernels):
     ext.load()
     rng = np.random.RandomState(11)
     x, weight, obias, bias = _unit_inputs(rng, w=w, f=f, signed=signed, exponent=exponent)
@@ -76,7 +87,7 @@ def test_quantised_unit_equals_the_fp32_unit_on_its_quantised_operands(signed, e
     assert np.abs(got - fp32).mean() < 0.05 * np.abs(fp32).mean()
 
 
-def test_quantised_unit_sees_new_weights_and_batch_sizes():
+def test_quantised_unit_sees_new_weights_and_batch_sizes(kernels):
     """The node keeps its quantised weights between calls; set_params and a rebound batch
     size must still give the result of a fresh operator."""
     ext.load()
@@ -118,7 +129,7 @@ def test_quantised_unit_rejects_bad_attributes_and_shapes():
 @pytest.mark.parametrize("signed", [False, True], ids=["uint8-input", "int8-input"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("h,w,o", [(5, 7, 10), (3, 16, 8)], ids=["scalar-copy", "8x8-blocks"])
-def test_quantised_deconvolution_equals_the_fp32_one_on_its_quantised_operands(signed, relu, h, w, o):
+def test_quantised_deconvolution_equals_the_fp32_one_on_its_quantised_operands(signed, relu, h, w, o, kernels):
     ext.load()
     rng = np.random.RandomState(13)
     x = rng.uniform(-1.0 if signed else 0.0, 2.0, (2, 24, h, w)).astype(np.float32)
@@ -137,7 +148,7 @@ def test_quantised_deconvolution_equals_the_fp32_one_on_its_quantised_operands(s
     assert np.abs(got - fp32.asnumpy()).max() < 0.02 * np.abs(fp32.asnumpy()).max()
 
 
-def test_quantised_deconvolution_sees_new_weights_and_rejects_bad_attributes():
+def test_quantised_deconvolution_sees_new_weights_and_rejects_bad_attributes(kernels):
     ext.load()
     rng = np.random.RandomState(14)
     x = rng.uniform(0, 1, (1, 4, 3, 3)).astype(np.float32)

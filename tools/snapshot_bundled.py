@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from insightface_align.checkpoint import latest_step  # noqa: E402
+from insightface_align.cli.common import HelpFormatter  # noqa: E402
 from insightface_align.fileio import atomic_write  # noqa: E402
 from insightface_align.recipe import load_recipe  # noqa: E402
 from insightface_align.symbols.config import NetConfig  # noqa: E402
@@ -40,12 +41,15 @@ def stock_symbol_json(meta: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default="runs/bundled-2d", help="training run folder (default runs/bundled-2d)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--run", default="runs/bundled-2d", help="training run folder")
     p.add_argument("--training", default=os.path.join(ROOT, "training", "bundled-2d"),
-                   help="resumable snapshot folder (default training/bundled-2d)")
+                   help="resumable snapshot folder")
     p.add_argument("--package", default=os.path.join(ROOT, "insightface_align", "models", "bundled-2d"),
-                   help="inference copy folder (default insightface_align/models/bundled-2d)")
+                   help="inference copy folder")
+    p.add_argument("--training-only", action="store_true",
+                   help="update only the resumable snapshot; the package keeps its model (promote a checkpoint "
+                        "to the package only when it passes tests/test_bundled_model.py)")
     args = p.parse_args(argv)
     prefix = os.path.join(args.run, "model")
     step = latest_step(prefix)
@@ -70,6 +74,9 @@ def main(argv=None) -> int:
         if os.path.exists(os.path.join(args.run, extra)):
             shutil.copyfile(os.path.join(args.run, extra), os.path.join(args.training, extra))
     atomic_write(os.path.join(args.training, "model-latest.json"), json.dumps({"step": step}), "w")
+    if args.training_only:
+        print(f"step {step}: {args.training} updated (package unchanged)")
+        return 0
 
     os.makedirs(args.package, exist_ok=True)
     pkg = os.path.join(args.package, "model")

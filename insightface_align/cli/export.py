@@ -31,12 +31,12 @@ def parse_args(argv=None):
                         "fast with --cpu-ops; native = MXNet's op, the choice for GPUs)")
     p.add_argument("--cpu-ops", action="store_true",
                    help="use this project's compiled CPU operators (fast DCN, fused means): ~2x faster on "
-                        "CPU; loaders must mx.library.load('symbols/ext/libsdu_ops.so') first")
+                        "CPU; loaders must mx.library.load(insightface_align.symbols.ext.library_path()) first")
     p.add_argument("--fold-bn", action="store_true", help="also write OUT-folded: BatchNorm folded into convs")
     p.add_argument("--winograd", action="store_true",
                    help="also write OUT-winograd, the fastest fp32 CPU graph: BN folded, dense 3x3 convolutions as "
                         "Winograd (sdu_wino_conv), depthwise ones as sdu_dw_conv, 2x2 deconvolutions as "
-                        "sdu_deconv2x2; inference only; needs symbols/ext/libsdu_ops.so")
+                        "sdu_deconv2x2; inference only; needs the compiled operator library")
     p.add_argument("--mkldnn", action="store_true", help="also write OUT-mkldnn: MKLDNN-fused graph (CPU only)")
     p.add_argument("--int8", action="store_true", help="also write OUT-int8: MKLDNN INT8 quantised graph")
     p.add_argument("--int8-dcn-fp32", action="store_true",
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         ex.save_deploy(args.out, sym, arg, aux, config=config)
         written = {"deploy": (args.out, sym, arg, aux)}
         print(f"wrote {args.out}-symbol.json / {args.out}-0000.params (inference only"
-              + (", needs symbols/ext/libsdu_ops.so)" if args.cpu_ops else ", stock MXNet operators)"))
+              + (", needs the compiled operator library)" if args.cpu_ops else ", stock MXNet operators)"))
         fsym, farg, faux = sym, arg, aux
         if args.fold_bn or args.winograd or args.mkldnn or args.int8:
             fsym, farg, faux, n = ex.fold_batchnorm(sym, dict(arg), dict(aux))
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
             written["winograd"] = (args.out + "-winograd", wsym, warg, waux)
             print(f"wrote {args.out}-winograd: {n['sdu_wino_conv']} 3x3 convolutions as Winograd, "
                   f"{n['sdu_dw_conv']} depthwise ones as plain-layout stencils, {n['sdu_deconv2x2']} deconvolutions "
-                  "as GEMMs (needs symbols/ext/libsdu_ops.so)")
+                  "as GEMMs (needs the compiled operator library)")
         if args.mkldnn:
             msym = ex.mkldnn_graph(fsym)
             ex.save_deploy(args.out + "-mkldnn", msym, farg, faux, config=config, graph="mkldnn")

@@ -36,6 +36,7 @@
 // when one of MXNet's weight tensors changes (MXTensor::isSame, as sdu_wino_conv).
 // The graph must declare the parameters' shapes (__shape__, as export does): MXNet 1.9
 // overflows its shape buffer for a library operator with many unknown input shapes.
+#ifndef SDU_ISA  // first reading: includes, the per-instruction-set passes, registration below
 #include <omp.h>
 
 #include <algorithm>
@@ -50,15 +51,21 @@
 #include "oneapi/dnnl/dnnl.hpp"
 
 #include "common.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 #include "onednn.h"
+
+#define SDU_PASS_FILE "cab_q.cc"
+#include "isa_passes.h"  // this file again, once per instruction set
+
+#else  // a pass (isa_passes.h): the kernels and callbacks, in sdu::SDU_ISA::cab_q
 #include "qmatmul.h"
 #include "transpose16.h"
 
-using namespace mxnet::ext;
-
+namespace sdu::SDU_ISA::cab_q {
 namespace {
 
+using namespace mxnet::ext;
 using sdu::Attrs;
 
 constexpr const char* kOp = "sdu_cab_q";
@@ -82,7 +89,7 @@ constexpr std::array<Layer, 5> kLayers{{{kW3H4, kData, false},
                                         {kW1H3x, kW2H4, true}}};
 
 struct Params {
-  std::array<sdu::InputRange, kNumMaps> range;
+  std::array<InputRange, kNumMaps> range;
   bool upsample_input = false, pool_input = false, pool_output = false;
 };
 
@@ -106,7 +113,7 @@ MXReturnValue read_params(const Attrs& attrs, Params* p) {
     return MX_FAIL;
   }
   for (int m = 0; m < kNumMaps; ++m) {
-    if (sdu::range_attrs(attrs, kOp, &p->range[m], kMaps[m]) != MX_SUCCESS) return MX_FAIL;
+    if (range_attrs(attrs, kOp, &p->range[m], kMaps[m]) != MX_SUCCESS) return MX_FAIL;
   }
   for (const Layer& l : kLayers) {
     if (!p->range[l.out].is_unsigned()) {
@@ -169,8 +176,8 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
 // per output channel. dst is uint8, so the saturation is the ReLU.
 class QConv {
  public:
-  void plan(int64_t B, int64_t H, int64_t W, int64_t I, int64_t O, bool depthwise, const sdu::InputRange& src,
-            const sdu::InputRange& dst, const float* weight) {
+  void plan(int64_t B, int64_t H, int64_t W, int64_t I, int64_t O, bool depthwise, const InputRange& src,
+            const InputRange& dst, const float* weight) {
     using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
     const int64_t per_out = (depthwise ? 1 : I) * 9;
@@ -178,7 +185,7 @@ class QConv {
     std::vector<float> scales(O);
     acc_unit_.resize(O);
     for (int64_t o = 0; o < O; ++o) {
-      const float w_unit = sdu::quantise_channel(weight + o * per_out, per_out, 1, wq.data() + o * per_out, 1);
+      const float w_unit = quantise_channel(weight + o * per_out, per_out, 1, wq.data() + o * per_out, 1);
       acc_unit_[o] = src.unit() * w_unit;
       scales[o] = acc_unit_[o] / dst.unit();
     }
@@ -278,7 +285,7 @@ inline void upsample_rows2(const uint8_t* src, uint8_t* dst, int64_t B, int64_t 
   }
 }
 
-#ifdef __AVX512F__
+#if SDU_AVX512
 inline __m512 load16(const uint8_t* v) {
   return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v))));
 }
@@ -316,7 +323,7 @@ void node_output_blocks(const Leaves& l, float* out, int64_t B, int64_t H, int64
             r[j] = value(po);
           }
         }
-        sdu::transpose16(r);  // r[k]: channel c0 + k, output pixels p0..p0+15
+        transpose16(r);  // r[k]: channel c0 + k, output pixels p0..p0+15
         for (int j = 0; j < 16; ++j) _mm512_storeu_ps(out + (b * C + c0 + j) * P + p0, r[j]);
       }
     }
@@ -325,7 +332,7 @@ void node_output_blocks(const Leaves& l, float* out, int64_t B, int64_t H, int64
 #endif
 
 void node_output(const Leaves& l, float* out, int64_t B, int64_t H, int64_t W, bool pool) {
-#ifdef __AVX512F__
+#if SDU_AVX512
   const int64_t P = pool ? (H / 2) * (W / 2) : H * W;
   if ((l.C / 8) % 16 == 0 && P % 16 == 0) return node_output_blocks(l, out, B, H, W, pool);
 #endif
@@ -349,7 +356,7 @@ inline void max_pool2(const float* x, float* out, int64_t BC, int64_t Hi, int64_
 
 // Calls fn(T{}) with T = uint8_t for an unsigned range, else int8_t.
 template <typename Fn>
-void by_sign(const sdu::InputRange& r, Fn&& fn) {
+void by_sign(const InputRange& r, Fn&& fn) {
   if (r.is_unsigned()) {
     fn(uint8_t{});
   } else {
@@ -363,6 +370,11 @@ class CabQ : public CustomStatefulOp {
 
   MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                         const OpResource& res) override {
+    return sdu::guarded([&] { return run(in, out); });
+  }
+
+ private:
+  MXReturnValue run(std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
     MXTensor& x = (*in)[0];
     const int64_t B = x.shape[0], C = x.shape[1];
     const int64_t H = p_.upsample_input ? 2 * x.shape[2] : p_.pool_input ? x.shape[2] / 2 : x.shape[2];
@@ -381,7 +393,7 @@ class CabQ : public CustomStatefulOp {
         using T = decltype(t);
         const float lo = r[kData].is_unsigned() ? 0.f : -127.f, hi = r[kData].is_unsigned() ? 255.f : 127.f;
         const int64_t pixels = p_.upsample_input ? hw / 4 : hw;
-        sdu::quantise_pixel_major(src, B, C, pixels, steps, lo, hi, reinterpret_cast<T*>(rows));
+        quantise_pixel_major(src, B, C, pixels, steps, lo, hi, reinterpret_cast<T*>(rows));
       });
       if (p_.upsample_input) upsample_rows2(rows, maps_[kData].data(), B, H / 2, W / 2, C);
       for (size_t k = 0; k < kLayers.size(); ++k)
@@ -402,7 +414,6 @@ class CabQ : public CustomStatefulOp {
     return MX_SUCCESS;
   }
 
- private:
   bool weights_unchanged(std::vector<MXTensor>& in) {
     for (size_t k = 0; k < kLayers.size(); ++k)
       if (!in[1 + 2 * k].isSame(weights_seen_[k])) return false;
@@ -444,9 +455,13 @@ MXReturnValue create_state(const Attrs& attrs, const MXContext& ctx,
 }
 
 }  // namespace
+}  // namespace sdu::SDU_ISA::cab_q
+#endif  // SDU_ISA
 
+#ifndef SDU_ISA
 REGISTER_OP(sdu_cab_q)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setCreateOpState(create_state, "cpu");
+    .setParseAttrs(SDU_CALLBACK(cab_q::parse_attrs))
+    .setInferType(SDU_CALLBACK(cab_q::infer_type))
+    .setInferShape(SDU_CALLBACK(cab_q::infer_shape))
+    .setCreateOpState(SDU_DISPATCH(cab_q::create_state), "cpu");
+#endif  // SDU_ISA

@@ -23,6 +23,7 @@
 // MXNet quantises a GEMM weight with one range); scaling by a power of two is exact.
 // Inner loops run over F contiguous floats (vectorised); the backward pass splits work
 // by (image, tap), whose table-gradient regions are disjoint, so it needs no atomics.
+#ifndef SDU_ISA  // first reading: includes, the per-instruction-set passes, registration below
 #include <omp.h>
 
 #include <algorithm>
@@ -34,14 +35,19 @@
 #include <vector>
 
 #include "common.h"
-#include "dcn_table.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 
-using namespace mxnet::ext;
+#define SDU_PASS_FILE "dcn_blend.cc"
+#include "isa_passes.h"  // this file again, once per instruction set
 
+#else  // a pass (isa_passes.h): the kernels and callbacks, in sdu::SDU_ISA::dcn_blend
+#include "dcn_table.h"
+
+namespace sdu::SDU_ISA::dcn_blend {
 namespace {
 
-using namespace sdu;  // the table geometry and kernels (dcn_table.h)
+using namespace mxnet::ext;
 
 // Pixel-major copy of an NCHW gradient, (B, F, HW) -> (B, HW, F), in cache-sized tiles.
 template <typename DType>
@@ -271,23 +277,21 @@ MXReturnValue unit_backward(const Attrs& attrs, std::vector<MXTensor>* in, std::
 }
 
 }  // namespace
+}  // namespace sdu::SDU_ISA::dcn_blend
+#endif  // SDU_ISA
 
+#ifndef SDU_ISA
 REGISTER_OP(sdu_dcn_blend)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(blend_shape)
-    .setForward(blend_forward, "cpu")
-    .setBackward(blend_backward, "cpu");
+    .setParseAttrs(SDU_CALLBACK(dcn_blend::parse_attrs))
+    .setInferType(SDU_CALLBACK(dcn_blend::infer_type))
+    .setInferShape(SDU_CALLBACK(dcn_blend::blend_shape))
+    .setForward(SDU_DISPATCH(dcn_blend::blend_forward), "cpu")
+    .setBackward(SDU_DISPATCH(dcn_blend::blend_backward), "cpu");
 
 REGISTER_OP(sdu_deform_unit)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(unit_shape)
-    .setForward(unit_forward, "cpu")
-    .setBackward(unit_backward, "cpu");
-
-MXReturnValue initialize(int version) {
-  if (version >= 10700) return MX_SUCCESS;
-  MX_ERROR_MSG << "sdu ops need MXNet >= 1.7 (found " << version << ")";
-  return MX_FAIL;
-}
+    .setParseAttrs(SDU_CALLBACK(dcn_blend::parse_attrs))
+    .setInferType(SDU_CALLBACK(dcn_blend::infer_type))
+    .setInferShape(SDU_CALLBACK(dcn_blend::unit_shape))
+    .setForward(SDU_DISPATCH(dcn_blend::unit_forward), "cpu")
+    .setBackward(SDU_DISPATCH(dcn_blend::unit_backward), "cpu");
+#endif  // SDU_ISA

@@ -16,6 +16,7 @@
 // data_max) and runs the product as oneDNN's INT8 matmul with per-column weight scales
 // (qmatmul.h), float32 in and out. Stateful like sdu_wino_conv: the quantised weights are
 // kept until MXNet's weight tensor changes.
+#ifndef SDU_ISA  // first reading: includes, the per-instruction-set passes, registration below
 #include <omp.h>
 
 #include <string>
@@ -25,14 +26,20 @@
 #include "oneapi/dnnl/dnnl.h"
 
 #include "common.h"
-#include "qmatmul.h"
-#include "transpose16.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 
-using namespace mxnet::ext;
+#define SDU_PASS_FILE "deconv2x2.cc"
+#include "isa_passes.h"  // this file again, once per instruction set
 
+#else  // a pass (isa_passes.h): the kernels and callbacks, in sdu::SDU_ISA::deconv2x2
+#include "qmatmul.h"
+#include "transpose16.h"
+
+namespace sdu::SDU_ISA::deconv2x2 {
 namespace {
 
+using namespace mxnet::ext;
 using sdu::Attrs;
 
 constexpr const char* kOp = "sdu_deconv2x2";
@@ -124,17 +131,22 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
 // ---- sdu_deconv2x2_q (INT8 GEMM, float32 in and out)
 
 MXReturnValue q_parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
-  sdu::InputRange r;
-  if (sdu::range_attrs(attrs, kOpQ, &r) != MX_SUCCESS) return MX_FAIL;
+  InputRange r;
+  if (range_attrs(attrs, kOpQ, &r) != MX_SUCCESS) return MX_FAIL;
   return parse_attrs(attrs, num_in, num_out);
 }
 
 class Deconv2x2Q : public CustomStatefulOp {
  public:
-  Deconv2x2Q(const Params& p, const sdu::InputRange& r) : p_(p), range_(r), bias4_(4 * p.num_filter) {}
+  Deconv2x2Q(const Params& p, const InputRange& r) : p_(p), range_(r), bias4_(4 * p.num_filter) {}
 
   MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                         const OpResource& res) override {
+    return sdu::guarded([&] { return run(in, out); });
+  }
+
+ private:
+  MXReturnValue run(std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
     MXTensor& x = (*in)[0];
     MXTensor& w = (*in)[1];
     const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], hw = H * W;
@@ -159,7 +171,7 @@ class Deconv2x2Q : public CustomStatefulOp {
     // every output plane's rows 2y and 2y+1 are written in order.
     float* dst = (*out)[0].data<float>();
     const int64_t W2 = 2 * W;
-#ifdef __AVX512F__
+#if SDU_AVX512
     if (W % 8 == 0 && O % 4 == 0) {
       // Each product row is 2O (j = 0, j = 1) float pairs, column c = 2o + i; output row
       // (o, 2y + i) is column c over the W pixels. So 8 x 8 blocks of pairs, as 64-bit
@@ -172,7 +184,7 @@ class Deconv2x2Q : public CustomStatefulOp {
             for (int64_t x0 = 0; x0 < W; x0 += 8) {
               __m512d r[8];
               for (int k = 0; k < 8; ++k) r[k] = _mm512_loadu_pd(pairs + (x0 + k) * 2 * O + c0);
-              sdu::transpose8(r);  // r[m]: pair column c0 + m at pixels x0..x0+7
+              transpose8(r);  // r[m]: pair column c0 + m at pixels x0..x0+7
               for (int m = 0; m < 8; ++m) {
                 const int64_t o = (c0 + m) / 2, i = (c0 + m) % 2;
                 _mm512_storeu_pd(reinterpret_cast<double*>(dst + ((b * O + o) * 2 * H + 2 * yy + i) * W2 + 2 * x0),
@@ -204,10 +216,9 @@ class Deconv2x2Q : public CustomStatefulOp {
     return MX_SUCCESS;
   }
 
- private:
   Params p_;
-  sdu::InputRange range_;
-  sdu::QuantisedMatmul gemm_;
+  InputRange range_;
+  QuantisedMatmul gemm_;
   std::vector<float> product_, bias4_;
   MXTensor weights_seen_;  // the weight tensor (pointer, shape, version) gemm_ was planned with
 };
@@ -216,22 +227,26 @@ MXReturnValue q_create_state(const Attrs& attrs, const MXContext& ctx,
                              const std::vector<std::vector<unsigned int>>& in_shapes,
                              const std::vector<int> in_types, CustomStatefulOp** state) {
   Params p;
-  sdu::InputRange r;
-  if (read_params(attrs, &p) != MX_SUCCESS || sdu::range_attrs(attrs, kOpQ, &r) != MX_SUCCESS) return MX_FAIL;
+  InputRange r;
+  if (read_params(attrs, &p) != MX_SUCCESS || range_attrs(attrs, kOpQ, &r) != MX_SUCCESS) return MX_FAIL;
   *state = CustomStatefulOp::create<Deconv2x2Q>(p, r);
   return MX_SUCCESS;
 }
 
 }  // namespace
+}  // namespace sdu::SDU_ISA::deconv2x2
+#endif  // SDU_ISA
 
+#ifndef SDU_ISA
 REGISTER_OP(sdu_deconv2x2)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setForward(forward, "cpu");
+    .setParseAttrs(SDU_CALLBACK(deconv2x2::parse_attrs))
+    .setInferType(SDU_CALLBACK(deconv2x2::infer_type))
+    .setInferShape(SDU_CALLBACK(deconv2x2::infer_shape))
+    .setForward(SDU_DISPATCH(deconv2x2::forward), "cpu");
 
 REGISTER_OP(sdu_deconv2x2_q)
-    .setParseAttrs(q_parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setCreateOpState(q_create_state, "cpu");
+    .setParseAttrs(SDU_CALLBACK(deconv2x2::q_parse_attrs))
+    .setInferType(SDU_CALLBACK(deconv2x2::infer_type))
+    .setInferShape(SDU_CALLBACK(deconv2x2::infer_shape))
+    .setCreateOpState(SDU_DISPATCH(deconv2x2::q_create_state), "cpu");
+#endif  // SDU_ISA

@@ -20,6 +20,7 @@
 // offset_exponent, no_bias, act_type (none/relu). Output (B, F, H, W) float32.
 // Stateful: the quantised weights and the matmul are kept per bound shape and remade
 // when MXNet's weight tensor changes (MXTensor::isSame, as sdu_wino_conv).
+#ifndef SDU_ISA  // first reading: includes, the per-instruction-set passes, registration below
 #include <omp.h>
 
 #include <algorithm>
@@ -29,20 +30,26 @@
 #include <vector>
 
 #include "common.h"
-#include "dcn_table.h"
-#include "qmatmul.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 
-using namespace mxnet::ext;
+#define SDU_PASS_FILE "deform_unit_q.cc"
+#include "isa_passes.h"  // this file again, once per instruction set
 
+#else  // a pass (isa_passes.h): the kernels and callbacks, in sdu::SDU_ISA::deform_unit_q
+#include "dcn_table.h"
+#include "qmatmul.h"
+
+namespace sdu::SDU_ISA::deform_unit_q {
 namespace {
 
+using namespace mxnet::ext;
 using sdu::Attrs;
 
 constexpr const char* kOp = "sdu_deform_unit_q";
 
 struct Params {
-  sdu::InputRange data;
+  InputRange data;
   float table_range = 0.f, offset_range = 0.f;
   double offset_scale = 1.0;
   int num_filter = 0;
@@ -50,7 +57,7 @@ struct Params {
 };
 
 MXReturnValue read_params(const Attrs& attrs, Params* p) {
-  if (sdu::range_attrs(attrs, kOp, &p->data) != MX_SUCCESS) return MX_FAIL;
+  if (range_attrs(attrs, kOp, &p->data) != MX_SUCCESS) return MX_FAIL;
   if (!sdu::float_attr(attrs, "table_range", &p->table_range) || !(p->table_range > 0.f) ||
       !sdu::float_attr(attrs, "offset_range", &p->offset_range) || !(p->offset_range > 0.f)) {
     MX_ERROR_MSG << kOp << ": table_range and offset_range must be positive numbers (the calibrated max |value| "
@@ -61,9 +68,9 @@ MXReturnValue read_params(const Attrs& attrs, Params* p) {
     MX_ERROR_MSG << kOp << ": num_filter (F, the unit's output channels) must be a positive integer";
     return MX_FAIL;
   }
-  if (sdu::offset_scale(attrs, &p->offset_scale) != MX_SUCCESS) return MX_FAIL;
+  if (offset_scale(attrs, &p->offset_scale) != MX_SUCCESS) return MX_FAIL;
   if (sdu::relu_attr(attrs, kOp, &p->relu) != MX_SUCCESS) return MX_FAIL;
-  p->bias = sdu::has_bias(attrs);
+  p->bias = has_bias(attrs);
   return MX_SUCCESS;
 }
 
@@ -89,7 +96,7 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
     return MX_FAIL;
   }
   const unsigned int F = static_cast<unsigned int>(p.num_filter);
-  const std::vector<unsigned int> weight{static_cast<unsigned int>(sdu::kOffsetColumns) + 9 * F, x[1]};
+  const std::vector<unsigned int> weight{static_cast<unsigned int>(kOffsetColumns) + 9 * F, x[1]};
   auto& w = (*in)[1];
   if (w.empty()) w = weight;
   if (w != weight) {
@@ -98,8 +105,8 @@ MXReturnValue infer_shape(const Attrs& attrs, std::vector<std::vector<unsigned i
   }
   if ((*in)[2].empty()) (*in)[2] = {18};
   if (in->size() > 3 && (*in)[3].empty()) (*in)[3] = {F};
-  if (sdu::check_bias(*in, 2, 18, "sdu_deform_unit_q: offset_bias") != MX_SUCCESS) return MX_FAIL;
-  if (sdu::check_bias(*in, 3, F, "sdu_deform_unit_q: bias") != MX_SUCCESS) return MX_FAIL;
+  if (check_bias(*in, 2, 18, "sdu_deform_unit_q: offset_bias") != MX_SUCCESS) return MX_FAIL;
+  if (check_bias(*in, 3, F, "sdu_deform_unit_q: bias") != MX_SUCCESS) return MX_FAIL;
   (*out)[0] = {x[0], F, x[2], x[3]};
   return MX_SUCCESS;
 }
@@ -110,16 +117,21 @@ class DeformUnitQ : public CustomStatefulOp {
 
   MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                         const OpResource& res) override {
+    return sdu::guarded([&] { return run(in, out); });
+  }
+
+ private:
+  MXReturnValue run(std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
     MXTensor& x = (*in)[0];
     MXTensor& w = (*in)[1];
     const int64_t B = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], hw = H * W;
     const int64_t N = w.shape[0], M = B * hw;
-    const sdu::Dims d{B, H, W, (N - sdu::kOffsetColumns) / 9, N, sdu::kOffsetColumns};
+    const Dims d{B, H, W, (N - kOffsetColumns) / 9, N, kOffsetColumns};
     const float table_unit = p_.table_range / 127.f, offset_unit = p_.offset_range / 127.f;
     try {
       if (M != gemm_.rows() || !w.isSame(weights_seen_)) {
         std::vector<float> dst_units(N, table_unit);
-        std::fill(dst_units.begin(), dst_units.begin() + sdu::kOffsetColumns, offset_unit);
+        std::fill(dst_units.begin(), dst_units.begin() + kOffsetColumns, offset_unit);
         gemm_.plan(M, C, N, p_.data, w.data<float>(), 1, C, dst_units, true);  // w is (N, C)
         table_.resize(M * N);
         weights_seen_ = w;
@@ -131,17 +143,16 @@ class DeformUnitQ : public CustomStatefulOp {
       return MX_FAIL;
     }
     auto offset = sdu::scratch<float>(B * 18 * hw);
-    sdu::offsets_from_table<float, int8_t>(d, table_.data(), (*in)[2].data<float>(),
-                                           static_cast<float>(p_.offset_scale), offset.get(), offset_unit);
+    offsets_from_table<float, int8_t>(d, table_.data(), (*in)[2].data<float>(), static_cast<float>(p_.offset_scale),
+                                      offset.get(), offset_unit);
     float* y = (*out)[0].data<float>();
-    sdu::forward_impl<float, int8_t>(d, table_.data(), offset.get(), p_.bias ? (*in)[3].data<float>() : nullptr, y,
-                                     table_unit, p_.relu);
+    forward_impl<float, int8_t>(d, table_.data(), offset.get(), p_.bias ? (*in)[3].data<float>() : nullptr, y,
+                                table_unit, p_.relu);
     return MX_SUCCESS;
   }
 
- private:
   Params p_;
-  sdu::QuantisedMatmul gemm_;
+  QuantisedMatmul gemm_;
   std::vector<int8_t> table_;
   MXTensor weights_seen_;  // the weight tensor (pointer, shape, version) gemm_ was planned with
 };
@@ -156,9 +167,13 @@ MXReturnValue create_state(const Attrs& attrs, const MXContext& ctx,
 }
 
 }  // namespace
+}  // namespace sdu::SDU_ISA::deform_unit_q
+#endif  // SDU_ISA
 
+#ifndef SDU_ISA
 REGISTER_OP(sdu_deform_unit_q)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setCreateOpState(create_state, "cpu");
+    .setParseAttrs(SDU_CALLBACK(deform_unit_q::parse_attrs))
+    .setInferType(SDU_CALLBACK(deform_unit_q::infer_type))
+    .setInferShape(SDU_CALLBACK(deform_unit_q::infer_shape))
+    .setCreateOpState(SDU_DISPATCH(deform_unit_q::create_state), "cpu");
+#endif  // SDU_ISA

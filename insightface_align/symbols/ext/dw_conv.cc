@@ -8,6 +8,7 @@
 // and needs no reorder.
 //
 //     out[b, c] = act(bias[c] + sum_{i,j} w[c, 0, i, j] * x[b, c, h + i - 1, w + j - 1])
+#ifndef SDU_ISA  // first reading: includes, the per-instruction-set passes, registration below
 #include <omp.h>
 
 #include <string>
@@ -15,12 +16,17 @@
 #include <vector>
 
 #include "common.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 
-using namespace mxnet::ext;
+#define SDU_PASS_FILE "dw_conv.cc"
+#include "isa_passes.h"  // this file again, once per instruction set
 
+#else  // a pass (isa_passes.h): the kernels and callbacks, in sdu::SDU_ISA::dw_conv
+namespace sdu::SDU_ISA::dw_conv {
 namespace {
 
+using namespace mxnet::ext;
 using sdu::Attrs;
 
 constexpr const char* kOp = "sdu_dw_conv";
@@ -104,9 +110,13 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* in, std::vector
 }
 
 }  // namespace
+}  // namespace sdu::SDU_ISA::dw_conv
+#endif  // SDU_ISA
 
+#ifndef SDU_ISA
 REGISTER_OP(sdu_dw_conv)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setForward(forward, "cpu");
+    .setParseAttrs(SDU_CALLBACK(dw_conv::parse_attrs))
+    .setInferType(SDU_CALLBACK(dw_conv::infer_type))
+    .setInferShape(SDU_CALLBACK(dw_conv::infer_shape))
+    .setForward(SDU_DISPATCH(dw_conv::forward), "cpu");
+#endif  // SDU_ISA

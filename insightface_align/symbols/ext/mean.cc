@@ -8,6 +8,7 @@
 //     out[b, c, :] = (sum_i x_i[b, c mod C_i, :]) / n,   C = max C_i, every C_i divides C
 //
 // which equals the standard-operator graph exactly (same additions, same division).
+#ifndef SDU_ISA  // first reading: includes, the per-instruction-set passes, registration below
 #include <omp.h>
 
 #include <string>
@@ -15,12 +16,17 @@
 #include <vector>
 
 #include "common.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 
-using namespace mxnet::ext;
+#define SDU_PASS_FILE "mean.cc"
+#include "isa_passes.h"  // this file again, once per instruction set
 
+#else  // a pass (isa_passes.h): the kernels and callbacks, in sdu::SDU_ISA::mean
+namespace sdu::SDU_ISA::mean {
 namespace {
 
+using namespace mxnet::ext;
 using sdu::Attrs;
 
 MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
@@ -135,10 +141,14 @@ MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* in, std::vecto
 }
 
 }  // namespace
+}  // namespace sdu::SDU_ISA::mean
+#endif  // SDU_ISA
 
+#ifndef SDU_ISA
 REGISTER_OP(sdu_mean)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setForward(forward, "cpu")
-    .setBackward(backward, "cpu");
+    .setParseAttrs(SDU_CALLBACK(mean::parse_attrs))
+    .setInferType(SDU_CALLBACK(mean::infer_type))
+    .setInferShape(SDU_CALLBACK(mean::infer_shape))
+    .setForward(SDU_DISPATCH(mean::forward), "cpu")
+    .setBackward(SDU_DISPATCH(mean::backward), "cpu");
+#endif  // SDU_ISA

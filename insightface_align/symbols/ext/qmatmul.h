@@ -5,7 +5,9 @@
 // Pixel-major rows because oneDNN's fast INT8 matmul (brgemm) wants a row-major source:
 // given the NCHW map as a transposed source it fell back to a slower kernel
 // (4096 x 256 x 2466: 8.3 vs 6.1 ms here).
-#ifndef SDU_EXT_QMATMUL_H_
+//
+// Compiled once per instruction set, into sdu::baseline and sdu::avx512 (isa_passes.h).
+#ifndef SDU_EXT_QMATMUL_H_  // re-armed for each pass (isa_passes.h)
 #define SDU_EXT_QMATMUL_H_
 
 #include <omp.h>
@@ -21,11 +23,13 @@
 #include "oneapi/dnnl/dnnl.hpp"
 
 #include "common.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 #include "onednn.h"
 #include "transpose16.h"
 
 namespace sdu {
+namespace SDU_ISA {
 
 // A calibrated input range, quantised as MXNet does: uint8 over [0, max] when min >= 0,
 // else int8 over [-m, m], m = max(|min|, |max|).
@@ -62,12 +66,12 @@ inline float quantise_channel(const float* w, int64_t count, int64_t stride, int
 }
 
 // (B, C, hw) float -> (B * hw, C) rows of Q (uint8 or int8), value = round(x * steps_per_unit)
-// saturated to [lo, hi]. With AVX-512 and C, hw multiples of 16: 16 x 16 blocks transposed
-// in registers, in tiles of 64 pixels so each plane is read in whole cache lines.
+// saturated to [lo, hi]. In the AVX-512 pass, with C and hw multiples of 16: 16 x 16 blocks
+// transposed in registers, in tiles of 64 pixels so each plane is read in whole cache lines.
 template <typename Q>
 void quantise_pixel_major(const float* x, int64_t B, int64_t C, int64_t hw, float steps_per_unit, float lo,
                           float hi, Q* q) {
-#ifdef __AVX512F__
+#if SDU_AVX512
   if (C % 16 == 0 && hw % 16 == 0) {
     const int64_t tile = hw % 64 == 0 ? 64 : 16;
     const __m512 steps = _mm512_set1_ps(steps_per_unit), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
@@ -183,6 +187,7 @@ class QuantisedMatmul {
   int64_t M_ = -1;
 };
 
+}  // namespace SDU_ISA
 }  // namespace sdu
 
 #endif  // SDU_EXT_QMATMUL_H_

@@ -2,17 +2,16 @@
 // operators' moves between NCHW float maps and pixel-major (NHWC) rows. Strided scalar moves cost
 // ~1 ns per value here (as much as MXNet's own reorders); whole 16 x 16 blocks move at
 // register speed. Callers keep a scalar path for shapes that are not multiples of 16 and
-// for builds without AVX-512 (the helpers exist only when __AVX512F__ is defined).
-#ifndef SDU_EXT_TRANSPOSE16_H_
+// for the baseline pass: the helpers exist only in the AVX-512 pass (isa_passes.h).
+#ifndef SDU_EXT_TRANSPOSE16_H_  // re-armed for each pass (isa_passes.h)
 #define SDU_EXT_TRANSPOSE16_H_
 
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
+#include "isa.h"
 
 namespace sdu {
+namespace SDU_ISA {
 
-#ifdef __AVX512F__
+#if SDU_AVX512
 // r[i] holds row i of a 16 x 16 block; afterwards r[j] holds column j.
 inline void transpose16(__m512 r[16]) {
   __m512 t[16], u[16];
@@ -60,6 +59,7 @@ inline void transpose8(__m512d r[8]) {
 }
 #endif
 
+}  // namespace SDU_ISA
 }  // namespace sdu
 
 #endif  // SDU_EXT_TRANSPOSE16_H_

@@ -15,6 +15,10 @@
 // Shapes Winograd does not support (channels not a multiple of 16, say) fall back to
 // oneDNN's direct algorithm, so every input the shape check admits is computed.
 //
+//
+// oneDNN chooses its kernels for the CPU at run time, so this file has no per-instruction-set
+// pass (isa_passes.h): it is compiled once, for the baseline.
+//
 //     out = act(conv3x3(data, weight) + bias),  act = identity or ReLU
 #include <memory>
 #include <string>
@@ -24,12 +28,14 @@
 #include "oneapi/dnnl/dnnl.hpp"
 
 #include "common.h"
+#include "isa.h"
 #include "mxnet/lib_api.h"
 #include "onednn.h"
 
-using namespace mxnet::ext;
-
+namespace sdu::baseline::wino_conv {
 namespace {
+
+using namespace mxnet::ext;
 
 using sdu::Attrs;
 
@@ -87,6 +93,11 @@ class WinoConv : public CustomStatefulOp {
 
   MXReturnValue Forward(std::vector<MXTensor>* in, std::vector<MXTensor>* out,
                         const OpResource& res) override {
+    return sdu::guarded([&] { return run(in, out); });
+  }
+
+ private:
+  MXReturnValue run(std::vector<MXTensor>* in, std::vector<MXTensor>* out) {
     MXTensor& x = (*in)[0];
     MXTensor& w = (*in)[1];
     MXTensor& b = (*in)[2];
@@ -121,7 +132,6 @@ class WinoConv : public CustomStatefulOp {
     return MX_SUCCESS;
   }
 
- private:
   void plan(const dnnl::memory::dims& src_dims) {
     using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
@@ -195,9 +205,10 @@ MXReturnValue create_state(const Attrs& attrs, const MXContext& ctx,
 }
 
 }  // namespace
+}  // namespace sdu::baseline::wino_conv
 
 REGISTER_OP(sdu_wino_conv)
-    .setParseAttrs(parse_attrs)
-    .setInferType(infer_type)
-    .setInferShape(infer_shape)
-    .setCreateOpState(create_state, "cpu");
+    .setParseAttrs(SDU_CALLBACK(wino_conv::parse_attrs))
+    .setInferType(SDU_CALLBACK(wino_conv::infer_type))
+    .setInferShape(SDU_CALLBACK(wino_conv::infer_shape))
+    .setCreateOpState(SDU_CALLBACK(wino_conv::create_state), "cpu");
