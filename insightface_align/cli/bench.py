@@ -190,9 +190,12 @@ def markdown_table(summary: dict) -> str:
 
 def markdown_tag(args) -> str:
     """The markers of a command's table in a --markdown page: one table per command, and
-    for `dcn` one per --mean-impl (the page has the CPU defaults' table and the standard means')."""
+    for `dcn` one per --mean-impl (the page has the CPU defaults' table and the standard means'),
+    for `infer` one per width."""
     if args.command == "dcn" and args.mean_impl != AUTO:
         return f"insightface-align bench dcn --mean-impl {args.mean_impl}"
+    if args.command == "infer" and getattr(args, "width", 1.0) != 1.0:  # e.g. the bundled model's width
+        return f"insightface-align bench infer --width {args.width:g}"
     return f"insightface-align bench {args.command}"
 
 
