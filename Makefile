@@ -154,11 +154,19 @@ bench: $(INSTALLED) $(FAN_STAMP)
 # PyTorch + face-alignment in a venv of their own (1.6 GB; bench only, never next to MXNet).
 fan-gauge: $(FAN_STAMP)
 
-$(FAN_STAMP): requirements/fan-gauge.txt
-	test -x $(FAN_VENV)/bin/python || $(PYTHON) -m venv $(FAN_VENV)
-	$(FAN_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/fan-gauge.txt
-	$(FAN_VENV)/bin/python -c "import torch, face_alignment.models; print('torch', torch.__version__)"
+# A benchmark gauge's own venv: $(call gauge-venv,VENV,REQUIREMENTS,CHECK-VARIABLE), where the
+# variable holds the Python code that checks the install (a variable: the code contains commas).
+FAN_CHECK := import torch, face_alignment.models; print('torch', torch.__version__)
+DLIB_CHECK := import dlib, face_recognition_models; print('dlib', dlib.__version__)
+define gauge-venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r $(2)
+	$(1)/bin/python -c "$($(3))"
 	touch $@
+endef
+
+$(FAN_STAMP): requirements/fan-gauge.txt
+	$(call gauge-venv,$(FAN_VENV),$<,FAN_CHECK)
 
 bench-data: $(INSTALLED) data/synth2d/train.rec
 	$(RUN_ENV) $(PY) tools/bench_data.py --rec data/synth2d/train.rec --markdown docs/benchmarks.md
@@ -172,7 +180,4 @@ real-faces: $(INSTALLED)
 dlib-gauge: $(DLIB_STAMP)
 
 $(DLIB_STAMP): requirements/dlib-gauge.txt
-	test -x $(DLIB_VENV)/bin/python || $(PYTHON) -m venv $(DLIB_VENV)
-	$(DLIB_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/dlib-gauge.txt
-	$(DLIB_VENV)/bin/python -c "import dlib, face_recognition_models; print('dlib', dlib.__version__)"
-	touch $@
+	$(call gauge-venv,$(DLIB_VENV),$<,DLIB_CHECK)

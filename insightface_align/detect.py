@@ -39,6 +39,14 @@ class BoxCalibration:
         half = 0.5 * self.scale * side
         return (cx - half, cy - half, cx + half, cy + half)
 
+    def inverse(self, box) -> tuple:
+        """Landmark box -> the (square) detector box this calibration maps onto it."""
+        x0, y0, x1, y1 = (float(v) for v in box[:4])
+        side = max(x1 - x0, y1 - y0) / self.scale
+        cx = (x0 + x1) / 2.0 - self.dx * side
+        cy = (y0 + y1) / 2.0 - self.dy * side
+        return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
     @classmethod
     def fit(cls, detector_boxes, landmark_boxes) -> "BoxCalibration":
         """Least-squares constants from pairs of (detector box, tight landmark box)."""

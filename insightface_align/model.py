@@ -21,7 +21,6 @@ import numpy as np
 from .checkpoint import load_config, load_params
 from .cpu_graph import fastest_cpu_graph, thaw_tap_weights
 from .errors import AlignError, DataError
-from .ndfile import check_ndarray_file
 from .release_config import infer_release_config
 from .symbols import ext
 from .symbols.backend import Backend, choose
@@ -102,11 +101,12 @@ class ModelInfo:
 
 
 def release_network(prefix: str, epoch: int) -> NetConfig | None:
-    """The NetConfig of a checkpoint without a config (the release's), inferred from its
-    parameter names and shapes (release_config.py); None when they match no release graph."""
-    path = "%s-%04d.params" % (prefix, epoch)
+    """The NetConfig of a checkpoint without a config (the release's), inferred from the
+    parameter names and shapes of its saved graph (release_config.py; the parameters
+    themselves are not read); None when they match no release graph."""
+    path = "%s-symbol.json" % prefix
     try:
-        key = (os.path.abspath(path), os.path.getmtime(path))
+        key = (os.path.abspath(prefix), os.path.getmtime(path))
     except OSError:
         return None
     return _inferred_network(key)
@@ -114,10 +114,14 @@ def release_network(prefix: str, epoch: int) -> NetConfig | None:
 
 @functools.lru_cache(maxsize=16)
 def _inferred_network(key: tuple) -> NetConfig | None:
-    path = key[0]
-    check_ndarray_file(path)
-    blob = mx.nd.load(path)
-    shapes = {k[4:]: v.shape for k, v in blob.items() if k.startswith("arg:")} if isinstance(blob, dict) else {}
+    prefix, path = key[0], "%s-symbol.json" % key[0]
+    try:
+        sym = load_symbol(prefix)
+        arg_shapes, _, _ = sym.infer_shape(data=(1, 3, 128, 128))
+    except (DataError, mx.base.MXNetError) as exc:
+        LOG.info("%s: no network inferred (%s)", path, str(exc).splitlines()[0])
+        return None
+    shapes = {n: tuple(s) for n, s in zip(sym.list_arguments(), arg_shapes) if n != "data"}
     try:
         cfg = infer_release_config(shapes, path)
     except DataError as exc:

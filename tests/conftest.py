@@ -3,6 +3,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -18,3 +20,15 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(params=["auto", "baseline"])
+def kernels(request):
+    """Runs a test with the best compiled kernels this CPU runs, then with the baseline ones."""
+    from insightface_align.symbols import ext
+
+    ext.load()
+    before = ext.isa()
+    ext.set_isa(request.param)
+    yield ext.isa()
+    ext.set_isa(before)

@@ -28,16 +28,6 @@ from insightface_align.symbols.deform import deformable_unit
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["auto", "baseline"])
-def kernels(request):
-    """Runs a test with the best kernels this CPU runs, then with the baseline ones."""
-    ext.load()
-    before = ext.isa()
-    ext.set_isa(request.param)
-    yield ext.isa()
-    ext.set_isa(before)
-
-
 def _python(code: str, **env) -> subprocess.CompletedProcess:
     """Runs code in a fresh interpreter on this checkout (one thread, NaiveEngine, as the tests)."""
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MXNET_ENGINE_TYPE="NaiveEngine", **env)

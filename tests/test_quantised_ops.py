@@ -16,16 +16,6 @@ import pytest
 from insightface_align.symbols import ext
 
 
-@pytest.fixture(params=["auto", "baseline"])
-def kernels(request):
-    """Runs a test with the best kernels this CPU runs, then with the baseline ones."""
-    ext.load()
-    before = ext.isa()
-    ext.set_isa(request.param)
-    yield ext.isa()
-    ext.set_isa(before)
-
-
 def _input_steps(x: np.ndarray, lo: float, hi: float) -> tuple:
     """(integer steps, real value per step) of x as the operators quantise it (float32 maths)."""
     m = np.float32(max(abs(lo), abs(hi)))

@@ -111,12 +111,8 @@ def main(argv=None) -> int:
             rows.append({"image": image.name, "face": face.index, "annotation": face.annotation,
                          "model": tight, "mean_shape": baseline, "model_hog_box": detected, "dlib": None})
             # dlib's predictor gets the box its own detector would give (the HOG calibration inverted)
-            cal = detectors["hog"].calibration
-            x0, y0, x1, y1 = face.box
-            side = max(x1 - x0, y1 - y0) / cal.scale
-            cx, cy = (x0 + x1) / 2 - cal.dx * side, (y0 + y1) / 2 - cal.dy * side
             dlib_requests.append((_dlib_readable(paths[image.name], img),
-                                  (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)))
+                                  detectors["hog"].calibration.inverse(face.box)))
     have_dlib = os.path.exists(args.dlib_python)
     if have_dlib:
         try:

@@ -24,14 +24,13 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from ..datasets.images import IMAGE_EXTENSIONS
 from ..errors import AlignError
 from ..fileio import atomic_write
 from ..metrics import DECODERS, DEFAULT_DECODER
 from .common import HelpFormatter, error
 
-# Every still-image format OpenCV's imread decodes.
-IMAGE_EXT = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
-             ".pnm", ".pxm", ".jp2", ".sr", ".ras", ".hdr", ".pic", ".exr")
+IMAGE_EXT = IMAGE_EXTENSIONS  # every still-image format the readers (and OpenCV) decode
 FORMATS = ("json", "jsonl", "csv", "pts")
 COORDINATES = "x, y in input-image pixels, 0-based pixel centres (the top-left pixel's centre is 0, 0)"
 COORDINATES_PTS = "x, y 1-based as in the iBUG 300-W .pts files (the top-left pixel's centre is 1, 1)"
