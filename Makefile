@@ -31,6 +31,8 @@ RECIPE ?=
 SYNTH_TRAIN ?= 2000
 SYNTH_TEST ?= 300
 WORKERS ?= 2
+# The suite runs one test file per worker process (pytest-xdist), one OpenMP thread each.
+TEST_WORKERS ?= $(WORKERS)
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
 .PHONY: real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
@@ -84,7 +86,7 @@ $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).tx
 	touch $@
 
 test: $(INSTALLED)
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: $(INSTALLED)
 	$(RUN_ENV) $(PY) tools/demo.py --out runs/demo --data data/synth2d --workers $(WORKERS)
