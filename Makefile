@@ -16,6 +16,10 @@ FAN_VENV := .venv-fan
 FAN_STAMP := $(FAN_VENV)/.installed
 DLIB_VENV := .venv-dlib
 DLIB_STAMP := $(DLIB_VENV)/.installed
+RELEASE_VENV := .venv-release
+RELEASE_STAMP := $(RELEASE_VENV)/.installed
+# A checkout of github.com/deepinsight/insightface for make fidelity.
+RELEASE_DIR ?= ../insightface
 # Tests run in one process with one OpenMP thread and MXNet's NaiveEngine (operators run synchronously).
 TEST_ENV := OMP_NUM_THREADS=1 MXNET_ENGINE_TYPE=NaiveEngine
 # Jobs use one OpenMP thread per core. Left unset, MXNet picks fewer on small machines (the demo
@@ -35,7 +39,7 @@ WORKERS ?= 2
 TEST_WORKERS ?= $(WORKERS)
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
-.PHONY: real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
+.PHONY: fidelity real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
 	train-2d train-3d stats clean help
 
 help:
@@ -55,6 +59,7 @@ help:
 	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
 	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
 	@echo "make real-faces           real-photo benchmark of the bundled model and the detectors -> docs/real-faces.md"
+	@echo "make fidelity             the release's iterator, test_rec_nme.py and Handler beside ours (RELEASE_DIR=checkout)"
 	@echo "make dlib-gauge           .venv-dlib: dlib's 68-point predictor, the reference column of make real-faces"
 	@echo "make bench-data           training-iterator throughput (samples/s) and where its time goes"
 	@echo "make clean                remove .venv, build artefacts, caches and the compiled operators (keeps data/, runs/)"
@@ -160,6 +165,7 @@ fan-gauge: $(FAN_STAMP)
 # variable holds the Python code that checks the install (a variable: the code contains commas).
 FAN_CHECK := import torch, face_alignment.models; print('torch', torch.__version__)
 DLIB_CHECK := import dlib, face_recognition_models; print('dlib', dlib.__version__)
+RELEASE_CHECK := import mxnet, easydict, sklearn, skimage; print('mxnet', mxnet.__version__)
 define gauge-venv
 	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r $(2)
@@ -183,3 +189,10 @@ dlib-gauge: $(DLIB_STAMP)
 
 $(DLIB_STAMP): requirements/dlib-gauge.txt
 	$(call gauge-venv,$(DLIB_VENV),$<,DLIB_CHECK)
+
+fidelity: $(INSTALLED) $(RELEASE_STAMP)
+	$(RUN_ENV) $(PY) tools/fidelity.py --release $(RELEASE_DIR) --release-python $(RELEASE_VENV)/bin/python \
+		--markdown docs/fidelity.md
+
+$(RELEASE_STAMP): requirements/release-gauge.txt requirements/cpu.txt requirements/common.txt
+	$(call gauge-venv,$(RELEASE_VENV),$<,RELEASE_CHECK)

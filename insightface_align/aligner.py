@@ -17,7 +17,7 @@ from .confidence import point_confidence
 from .errors import AlignError, DataError
 from .detect import default_detector
 from .models import bundled_prefix
-from .geometry import invert_affine, transform_points, window_from_box, window_matrix
+from .geometry import DEFAULT_CONVENTION, invert_affine, transform_points, window_from_box, window_matrix
 from .heatmaps import DEFAULT_DECODER, decode, flip_average
 
 # The standard 112x112 ArcFace template: left eye, right eye, nose tip, left and right mouth corner
@@ -132,6 +132,8 @@ class Aligner:
             model = HeatmapModel.load(prefix, epoch, ctx, batch_size, winograd=winograd)
         self.model = model
         self.input_size = getattr(model, "input_size", 128)
+        # The crop and decoding follow the convention the model was trained under (geometry.py).
+        self.convention = getattr(model, "convention", DEFAULT_CONVENTION)
         self.decoder, self.flip_tta = decoder, flip_tta
         self._detector = detector
 
@@ -149,8 +151,8 @@ class Aligner:
 
     def crop(self, image_bgr: np.ndarray, box) -> tuple:
         """(input RGB float32 (3, in, in), 2x3 matrix image -> input) for one face box."""
-        cx, cy, side = window_from_box(box)
-        m = window_matrix(cx, cy, side, self.input_size)
+        cx, cy, side = window_from_box(box, convention=self.convention)
+        m = window_matrix(cx, cy, side, self.input_size, convention=self.convention)
         img = cv2.warpAffine(image_bgr, m, (self.input_size, self.input_size), flags=cv2.INTER_LINEAR,
                              borderValue=0)
         if img.ndim == 2:
@@ -179,7 +181,7 @@ class Aligner:
         heat = self.model(batch)
         if self.flip_tta:
             heat = flip_average(self.model, batch, heat)
-        pts, _ = decode(heat, self.decoder, self.input_size)
+        pts, _ = decode(heat, self.decoder, self.input_size, self.convention)
         conf = point_confidence(heat, getattr(self.model, "heatmap_kind", "softmax_ce"))
         for k, i in enumerate(todo):
             results[i] = Face(box=tuple(boxes[i]), points=transform_points(invert_affine(mats[k]), pts[k])[:, :2],

@@ -3,7 +3,7 @@
 Files for step S under PREFIX: PREFIX-symbol.json, PREFIX-%04d.params (S), PREFIX-%04d.states
 (optimizer states and counters, so Nadam's schedule and the learning-rate scheduler
 survive; an NDArray file that cannot run code, optimizer_states.py), PREFIX-%04d.json (step, epoch, batches done, metrics, and the
-model's description: `network`, the NetConfig, and `heatmap_loss`) and
+model's description: `network`, the NetConfig, `heatmap_loss` and `convention`) and
 PREFIX-latest.json pointing at the newest complete checkpoint (written last).
 Exports write the same PREFIX-%04d.json with only the model's description (MODEL_KEYS)
 and `graph`, the form of the saved graph (export.py). docs/checkpoints.md has the layout.
@@ -23,7 +23,7 @@ __all__ = ["MODEL_KEYS", "atomic_write", "latest_step", "load_config", "load_par
            "save_checkpoint", "save_params"]
 
 # What a checkpoint's json says about the model (as opposed to the trainer's state).
-MODEL_KEYS = ("recipe", "network", "heatmap_loss")
+MODEL_KEYS = ("recipe", "network", "heatmap_loss", "convention")
 
 
 def save_params(path: str, arg_params: dict, aux_params: dict) -> None:

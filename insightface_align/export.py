@@ -69,12 +69,13 @@ def deploy_graph(prefix: str, epoch: int, dcn_impl: str | None = None, cpu_ops: 
 
 def source_config(prefix: str, epoch: int) -> dict:
     """The model description an export of checkpoint PREFIX-EPOCH carries (network config,
-    heatmap loss, recipe; not the trainer's state). A release checkpoint's is inferred."""
+    heatmap loss, recipe, convention; not the trainer's state). A release checkpoint's
+    network is inferred and its convention is `release`."""
     config = model_config(prefix, epoch)
-    if "network" not in config:
-        network = model_info(prefix, epoch).network
-        if network is not None:
-            config["network"] = network.to_dict()
+    info = model_info(prefix, epoch)
+    if "network" not in config and info.network is not None:
+        config["network"] = info.network.to_dict()
+    config["convention"] = info.convention
     return config
 
 

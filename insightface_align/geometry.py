@@ -9,6 +9,14 @@ The window rule (the release did not publish its own; this is ours, used by the 
 centred on the box centre whose side is WINDOW_SCALE x max(box width, height). That
 window is what the 128x128 network input covers; in the 384x384 records it is the
 central 256x256 (BASE_SCALE) region.
+
+Two conventions place the window (CONVENTIONS; a model records the one it was trained
+under, checkpoint.py):
+  centred  the window centre lands on the output's middle, (size - 1) / 2: mirroring
+           and the heatmap codec are exact and unbiased (heatmaps.py);
+  release  the original release's: the centre lands on pixel size / 2 (record pixel 192
+           -> input pixel 64), and a face box's centre is truncated to an integer first,
+           as its inference script did.
 """
 from __future__ import annotations
 
@@ -17,6 +25,20 @@ import numpy as np
 WINDOW_SCALE = 2.0
 RECORD_SIZE = 384
 BASE_SCALE = 256
+CONVENTIONS = ("centred", "release")
+DEFAULT_CONVENTION = "centred"
+
+
+def check_convention(convention: str) -> str:
+    """The convention name, or ValueError naming the choices."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    return convention
+
+
+def output_centre(size: int, convention: str = DEFAULT_CONVENTION) -> float:
+    """The output pixel coordinate a window's centre lands on."""
+    return size / 2.0 if check_convention(convention) == "release" else (size - 1) / 2.0
 
 
 def landmark_box(points: np.ndarray) -> tuple:
@@ -27,24 +49,28 @@ def landmark_box(points: np.ndarray) -> tuple:
     return float(x0), float(y0), float(x1), float(y1)
 
 
-def window_from_box(box, scale: float = WINDOW_SCALE) -> tuple:
+def window_from_box(box, scale: float = WINDOW_SCALE, convention: str = DEFAULT_CONVENTION) -> tuple:
     """(cx, cy, side) of the square window the network input covers for a face box."""
     x0, y0, x1, y1 = (float(v) for v in box)
     side = scale * max(x1 - x0, y1 - y0, 1.0)
-    return (x0 + x1) / 2.0, (y0 + y1) / 2.0, side
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    if check_convention(convention) == "release":
+        cx, cy = float(int(cx)), float(int(cy))
+    return cx, cy, side
 
 
 def window_matrix(cx: float, cy: float, side: float, out_size: int,
-                  angle_deg: float = 0.0, scale: float = 1.0) -> np.ndarray:
+                  angle_deg: float = 0.0, scale: float = 1.0, convention: str = DEFAULT_CONVENTION) -> np.ndarray:
     """2x3 matrix mapping source pixel centres so the window lands on an out_size square.
 
-    The window centre goes to the output centre ((out_size - 1) / 2); `angle_deg`
-    rotates counter-clockwise on screen and `scale` > 1 zooms in, both about the centre.
+    The window centre goes to the output centre (output_centre); `angle_deg` rotates
+    counter-clockwise on screen and `scale` > 1 zooms in, both about the centre. Without
+    rotation the release convention's matrix equals the release's own to the last bit.
     """
     k = scale * out_size / float(side)
     a = np.deg2rad(angle_deg)
     cos, sin = np.cos(a) * k, np.sin(a) * k
-    half = (out_size - 1) / 2.0
+    half = output_centre(out_size, convention)
     # Rotation on screen with y pointing down: counter-clockwise uses +sin on x<-y.
     m = np.array([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=np.float64)
     m[:, 2] = [half, half] - m[:, :2] @ np.array([cx, cy])

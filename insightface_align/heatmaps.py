@@ -11,6 +11,16 @@ pixels per heatmap pixel (input_size / heatmap_size, 2 or 4), so
 The data pipeline renders targets with it (data/targets.py, data/augment.py), the
 losses' symbolic renderer takes its bounds from it, and the decoders and the test-time
 flip below invert it. Inference only needs numpy and OpenCV here.
+
+That is the `centred` convention (geometry.py). Under the `release` convention a
+target sits where the original release put it, on pixel int(x_in / stride) (truncated),
+a mirrored sample's target is the mirror of its unmirrored one (the release flipped its
+target maps), and decoding compensates the truncation by returning the middle of the
+input span that truncates onto the decoded position:
+
+    x_in = (x_hm + 0.5) * stride
+
+so a model trained on release targets is decoded without the half-pixel bias.
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ import cv2
 import numpy as np
 
 from .data.flip import FLIP_PERMUTATION
+from .geometry import DEFAULT_CONVENTION, check_convention
 
 HALF_PIXEL = 0.5
 
@@ -27,16 +38,49 @@ def stride(input_size: int, heatmap_size: int) -> float:
     return input_size / heatmap_size
 
 
-def input_to_heatmap_matrix(input_size: int, heatmap_size: int) -> np.ndarray:
-    """The 2x3 affine map input pixel-centre coordinates -> heatmap ones."""
+def input_to_heatmap_matrix(input_size: int, heatmap_size: int, convention: str = DEFAULT_CONVENTION) -> np.ndarray:
+    """The 2x3 affine map input coordinates -> heatmap ones (a pure scaling under `release`)."""
     r = heatmap_size / float(input_size)
-    off = HALF_PIXEL * r - HALF_PIXEL
+    off = 0.0 if check_convention(convention) == "release" else HALF_PIXEL * r - HALF_PIXEL
     return np.array([[r, 0.0, off], [0.0, r, off]])
 
 
-def heatmap_to_input(points: np.ndarray, ratio: float) -> np.ndarray:
+def heatmap_to_input(points: np.ndarray, ratio: float, convention: str = DEFAULT_CONVENTION) -> np.ndarray:
     """Heatmap-pixel points -> input-pixel points; ratio is the stride (input / heatmap)."""
-    return (np.asarray(points, dtype=np.float64) + HALF_PIXEL) * ratio - HALF_PIXEL
+    shift = 0.0 if check_convention(convention) == "release" else HALF_PIXEL
+    return (np.asarray(points, dtype=np.float64) + HALF_PIXEL) * ratio - shift
+
+
+def target_points(points: np.ndarray, input_size: int, heatmap_size: int, convention: str = DEFAULT_CONVENTION,
+                  flipped: np.ndarray | None = None) -> np.ndarray:
+    """(N, K, 2) input-frame points -> the heatmap points their targets are rendered at.
+
+    centred: each point's exact image. release: int(x * heatmap / input) as the release
+    truncated (floor, so points left of the crop stay outside); for rows marked in
+    `flipped` (already mirrored and relabelled) the mirror of the unmirrored row's target.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    m = input_to_heatmap_matrix(input_size, heatmap_size, convention)
+    if convention != "release":
+        return p @ m[:, :2].T + m[:, 2]
+    out = np.floor(p * m[0, 0])
+    rows = np.zeros(len(p), bool) if flipped is None else np.asarray(flipped, bool)
+    if rows.any():
+        unmirrored = p[rows][:, FLIP_PERMUTATION]
+        unmirrored[..., 0] = input_size - 1.0 - unmirrored[..., 0]
+        t = np.floor(unmirrored * m[0, 0])
+        t[..., 0] = heatmap_size - 1.0 - t[..., 0]
+        out[rows] = t[:, FLIP_PERMUTATION]
+    return out
+
+
+def inside_crop(points: np.ndarray, size: int, convention: str = DEFAULT_CONVENTION) -> np.ndarray:
+    """(..., K) bool: the point lies on a size x size crop (its nearest pixel does, under
+    `centred`; 0 <= x, y < size, the release's test, under `release`)."""
+    if check_convention(convention) == "release":
+        p = np.asarray(points)
+        return np.all((p >= 0) & (p < size), axis=-1)
+    return inside(points, size)
 
 
 def nearest_pixel(points: np.ndarray) -> np.ndarray:
@@ -125,14 +169,17 @@ def decode_release(heatmaps: np.ndarray, input_size: int) -> tuple:
     return pts, peaks
 
 
-def decode(heatmaps: np.ndarray, method: str, input_size: int) -> tuple:
-    """Heatmaps -> (points in the input frame (N, K, 2), peak values (N, K)) by a named decoder."""
+def decode(heatmaps: np.ndarray, method: str, input_size: int, convention: str = DEFAULT_CONVENTION) -> tuple:
+    """Heatmaps -> (points in the input frame (N, K, 2), peak values (N, K)) by a named decoder.
+
+    `convention` is the one the model was trained under (heatmap_to_input). The `release`
+    decoder is the release's own, integer input pixels, whatever the convention."""
     if method == "release":
         return decode_release(heatmaps, input_size)
     if method not in DECODERS:
         raise ValueError(f"unknown decoder {method!r}; choose one of {', '.join(DECODERS)}")
     pts, peaks = decode_heatmaps(heatmaps, method)
-    return heatmap_to_input(pts, stride(input_size, heatmaps.shape[-1])), peaks
+    return heatmap_to_input(pts, stride(input_size, heatmaps.shape[-1]), convention), peaks
 
 
 def flip_average(model, images: np.ndarray, heat: np.ndarray) -> np.ndarray:

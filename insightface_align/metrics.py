@@ -9,9 +9,9 @@ import numpy as np
 
 from .heatmaps import DECODERS, DEFAULT_DECODER, decode, decode_heatmaps, decode_release, heatmap_to_input
 
-__all__ = ["DECODERS", "DEFAULT_DECODER", "NORMALISERS", "auc", "ced", "decode", "decode_heatmaps", "decode_release",
+__all__ = ["DECODERS", "DEFAULT_DECODER", "NORMALISERS", "RELEASE_NORMALISERS", "auc", "ced", "decode", "decode_heatmaps", "decode_release",
            "default_normaliser", "failure_rate", "heatmap_to_input", "mean_shape", "mean_shape_in_box", "normaliser",
-           "per_image_nme", "summarise"]
+           "per_image_nme", "release_nme", "summarise"]
 
 NORMALISERS = ("eye_centre", "outer_corners", "pupils", "box_diagonal", "box_sqrt")
 # Default normaliser by test-set name (docs/evaluation.md), matched case-insensitively by prefix.
@@ -53,6 +53,17 @@ def per_image_nme(pred: np.ndarray, gt: np.ndarray, kind: str) -> np.ndarray:
     g = np.asarray(gt, dtype=np.float64)[..., :2]
     err = np.linalg.norm(p - g, axis=2).mean(axis=1)
     return err / np.maximum(normaliser(g, kind), 1e-12)
+
+
+# The release's test_rec_nme.py: its normaliser per landmark type (NMEMetric.cal_nme).
+RELEASE_NORMALISERS = {"2d": "eye_centre", "3d": "box_diagonal"}
+
+
+def release_nme(pred: np.ndarray, gt_pixels: np.ndarray, landmark_type: str = "2d") -> np.ndarray:
+    """The release's per-image NME: `pred` (the release decoder's integer input pixels)
+    against `gt_pixels` (the ground truth truncated to input pixels), over the normaliser
+    of `gt_pixels` for the landmark type."""
+    return per_image_nme(pred, gt_pixels, RELEASE_NORMALISERS[landmark_type])
 
 
 def ced(errors: np.ndarray, threshold: float, steps: int = 1000) -> tuple:

@@ -21,6 +21,7 @@ import numpy as np
 from .checkpoint import load_config, load_params
 from .cpu_graph import fastest_cpu_graph, thaw_tap_weights
 from .errors import AlignError, DataError
+from .geometry import CONVENTIONS, DEFAULT_CONVENTION, check_convention
 from .release_config import infer_release_config
 from .symbols import ext
 from .symbols.backend import Backend, choose
@@ -87,12 +88,16 @@ class ModelInfo:
     network: the NetConfig, None for checkpoints without one (the release's);
     heatmap_kind: the loss the heatmaps were trained with (confidence.py);
     graph: None for a training checkpoint, else the form of an export's saved graph
-      (deploy, folded, winograd, mkldnn, int8; export.py).
+      (deploy, folded, winograd, mkldnn, int8; export.py);
+    convention: the crop and target convention it was trained under (geometry.py):
+      stored by this project's checkpoints (`centred` when a config predates the key),
+      `release` for a checkpoint without any config (the original release's).
     """
 
     network: NetConfig | None = None
     heatmap_kind: str = "softmax_ce"
     graph: str | None = None
+    convention: str = DEFAULT_CONVENTION
 
     @property
     def rebuildable(self) -> bool:
@@ -149,8 +154,12 @@ def model_info(prefix: str, epoch: int) -> ModelInfo:
         network = None
     kind = values.get("heatmap_loss", "softmax_ce")
     graph = values.get("graph")
+    convention = values.get("convention", DEFAULT_CONVENTION) if values else "release"
+    if convention not in CONVENTIONS:
+        raise DataError("%s-%04d.json" % (prefix, epoch), f"unknown convention {convention!r}; "
+                                                            f"expected one of {', '.join(CONVENTIONS)}")
     return ModelInfo(network, kind if kind in HEATMAP_KINDS else "softmax_ce",
-                     graph if isinstance(graph, str) else None)
+                     graph if isinstance(graph, str) else None, convention)
 
 
 def _saved_graph(prefix: str) -> dict:
@@ -194,9 +203,10 @@ class HeatmapModel:
     """A bound inference Module: raw RGB 0..255 NCHW in, heatmaps out (numpy)."""
 
     def __init__(self, sym, arg_params, aux_params, ctx=None, batch_size: int = 1, input_size: int = 128,
-                 heatmap_kind: str = "softmax_ce"):
+                 heatmap_kind: str = "softmax_ce", convention: str = DEFAULT_CONVENTION):
         self.ctx = ctx or [mx.cpu()]
         self.heatmap_kind = heatmap_kind  # the loss the heatmaps were trained with (confidence.py)
+        self.convention = check_convention(convention)  # crop and decoding convention (geometry.py)
         self.batch_size, self.input_size = batch_size, input_size
         self.sym = sym
         self.module = mx.mod.Module(sym, data_names=["data"], label_names=None, context=self.ctx)
@@ -222,7 +232,8 @@ class HeatmapModel:
             input_size = info.network.input_size if info.network is not None else 128
         if winograd:
             sym, arg, aux = fastest_cpu_graph(sym, arg, aux, input_size)
-        return cls(sym, arg, aux, ctx, batch_size, input_size, heatmap_kind=info.heatmap_kind)
+        return cls(sym, arg, aux, ctx, batch_size, input_size, heatmap_kind=info.heatmap_kind,
+                   convention=info.convention)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, 3, in, in) float RGB 0..255 -> (N, K, hm, hm); N may differ from batch_size."""

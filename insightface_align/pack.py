@@ -35,7 +35,7 @@ from .data.record import crop_to_record, pack_record
 from .datasets.base import SkipSample, landmark_problem
 from .datasets.images import load_image
 from .errors import DataError
-from .geometry import landmark_box
+from .geometry import DEFAULT_CONVENTION, check_convention, landmark_box
 
 BAD_FILE = "malformed or unreadable"
 OUTPUT_SUFFIXES = (".rec", ".idx", ".lst")
@@ -70,13 +70,16 @@ class PackSummary:
 _STATE = {}  # per worker process: set once by the pool initializer, read by _process
 
 
-def _init_worker(reader, quality: int, image_root: str) -> None:
+STATE_KEYS = ("reader", "quality", "image_root", "convention")
+
+
+def _init_worker(*init_args) -> None:
     """Pool initializer: Ctrl-C is handled by the parent only.
 
     (No cv2.setNumThreads here: calling it in a forked child deadlocks OpenCV's pool.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _STATE.update(reader=reader, quality=quality, image_root=image_root)
+    _STATE.update(zip(STATE_KEYS, init_args))
 
 
 def _process(item) -> tuple:
@@ -94,7 +97,7 @@ def _process_with(state: dict, item) -> tuple:
         if problem:
             return ("skip", reader.describe(item), problem[0], f"{reader.describe(item)}: {problem[1]}")
         box = sample.box if sample.box is not None else landmark_box(points)
-        crop, crop_points = crop_to_record(image, points, box)
+        crop, crop_points = crop_to_record(image, points, box, state["convention"])
         record = pack_record(0, crop, crop_points, quality=state["quality"])
     except SkipSample as skip:
         return ("skip", reader.describe(item), skip.reason, str(skip))
@@ -121,7 +124,7 @@ def _start(items, workers: int, init_args) -> tuple:
     a copy of the writer. A process pool executor, unlike multiprocessing.Pool, raises
     BrokenProcessPool when a worker dies (e.g. a crashing decoder) instead of hanging."""
     if workers <= 1:
-        state = dict(zip(("reader", "quality", "image_root"), init_args))
+        state = dict(zip(STATE_KEYS, init_args))
         return (_process_with(state, item) for item in items), None
     chunk = max(1, min(16, len(items) // (workers * 8)))
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
@@ -191,8 +194,11 @@ def _raise_terminated(signum, frame):
 
 
 def pack_dataset(reader, output_dir, name: str, workers: int | None = None, quality: int = 95,
-                 progress: bool = True) -> PackSummary:
+                 progress: bool = True, convention: str = DEFAULT_CONVENTION) -> PackSummary:
     """Write output_dir/NAME.rec, .idx and .lst from a reader; returns the summary.
+
+    `convention` places each face window in its record (geometry.py): `centred` on
+    record pixel 191.5, `release` on pixel 192 with the box centre truncated.
 
     Raises DataError if no item could be packed (nothing is written then) or another
     packer holds the set.
@@ -200,6 +206,7 @@ def pack_dataset(reader, output_dir, name: str, workers: int | None = None, qual
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"invalid set name {name!r}")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    check_convention(convention)
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     lock = _lock(output_dir, name)
@@ -210,7 +217,7 @@ def pack_dataset(reader, output_dir, name: str, workers: int | None = None, qual
         finish_interrupted(output_dir, name)
         staged = tempfile.mkdtemp(prefix=f".{name}.pack-", dir=output_dir)
         try:
-            summary = _pack_into(reader, staged, name, workers, quality, progress)
+            summary = _pack_into(reader, staged, name, workers, (quality, convention), progress)
             summary.files = _swap_in(staged, output_dir, name)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
@@ -225,14 +232,15 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _pack_into(reader, folder: str, name: str, workers: int, quality: int, progress: bool) -> PackSummary:
+def _pack_into(reader, folder: str, name: str, workers: int, options: tuple, progress: bool) -> PackSummary:
     """Write the set into `folder` (a private staging folder)."""
     paths = {ext: os.path.join(folder, name + ext) for ext in OUTPUT_SUFFIXES}
     items = reader.items()
     summary = PackSummary(name=name)
     image_root = os.path.abspath(reader.image_root())
     writer = lst = bar = None
-    results, pool = _start(items, workers, (reader, quality, image_root))
+    quality, convention = options
+    results, pool = _start(items, workers, (reader, quality, image_root, convention))
     try:
         writer = mx.recordio.MXIndexedRecordIO(paths[".idx"], paths[".rec"], "w")
         lst = open(paths[".lst"], "w", encoding="utf-8", newline="\n")

@@ -27,6 +27,7 @@ from .data.iterator import AlignIter
 from .data.photometric import Photometric
 from .errors import AlignError, ConfigError, DataError
 from .evaluate import nme_of_rec
+from .geometry import CONVENTIONS, DEFAULT_CONVENTION
 from .losses import LossConfig, label_names, training_symbol
 from .metrics import default_normaliser
 from .model import HeatmapModel
@@ -71,6 +72,7 @@ def data_config(recipe: Recipe, loss: LossConfig, batch_size: int, train: bool, 
     pairs = loss.coherent if (train and loss.uses_pairs) else None
     kwargs = dict(batch_size=batch_size, input_size=net.input_size, heatmap_size=net.heatmap_size,
                   sigma=float(d.get("sigma", 1.0)), label_mode=loss.label_mode if train else "heatmap",
+                  convention=d.get("convention", DEFAULT_CONVENTION),
                   train=train, seed=seed, num_workers=num_workers, shard=tuple(shard),
                   shuffle=train)
     if train:
@@ -110,6 +112,9 @@ class Trainer:
     def __init__(self, recipe: Recipe, train_cfg: TrainConfig, spec: RunSpec, step_callback=None):
         self.recipe, self.cfg, self.spec = recipe, train_cfg, spec
         self.loss_cfg = loss_config(recipe)
+        self.convention = recipe.data.get("convention", DEFAULT_CONVENTION)  # recorded in every checkpoint
+        if self.convention not in CONVENTIONS:
+            raise ConfigError("data.convention", f"must be one of {', '.join(CONVENTIONS)}, got {self.convention!r}")
         self.prefix = str(Path(spec.out_dir) / "model")
         self.step_callback = step_callback
         self.stop_requested = False
@@ -246,11 +251,12 @@ class Trainer:
         batch = max(1, min(32, self.batch_size))
         arg, aux = mod.get_params()
         model = HeatmapModel(get_symbol(net, ctx=self.devices[0], backend=self.backend), arg, aux,
-                             [self.devices[0]], batch, net.input_size)
+                             [self.devices[0]], batch, net.input_size, convention=self.convention)
         results = {}
         for name, rec in self.spec.val_recs.items():
             vcfg = DataConfig(batch_size=batch, input_size=net.input_size, heatmap_size=net.heatmap_size,
-                              train=False, shuffle=False, num_workers=0, last_batch="pad")
+                              train=False, shuffle=False, num_workers=0, last_batch="pad",
+                              convention=self.convention)
             norm = default_normaliser(name)
             nme, errors = nme_of_rec(model, rec, vcfg, norm, self.cfg.decoder)
             results[name] = {"nme": nme, "normaliser": norm, "count": int(len(errors))}
@@ -307,6 +313,7 @@ class Trainer:
                              {"epoch": train_iter.epoch, "batches_done": train_iter.batches_done,
                               "recipe": self.recipe.name, "network": self.recipe.network.to_dict(),
                               "heatmap_loss": self.loss_cfg.heatmap,
+                              "convention": self.convention,
                               "history": self.history})
 
     def _plot(self):

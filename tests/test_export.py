@@ -355,7 +355,7 @@ def test_exports_carry_their_config_and_rebuild_for_the_context(dcn_ckpt, tmp_pa
         config = json.loads(open(out + "-0000.json").read())
         source = json.loads(open(prefix + "-%04d.json" % epoch).read())
         assert config == {"recipe": "sdu-inside", "network": source["network"],
-                          "heatmap_loss": source["heatmap_loss"], "graph": "deploy"}
+                          "heatmap_loss": source["heatmap_loss"], "convention": "centred", "graph": "deploy"}
         assert ext.used_by(open(out + "-symbol.json").read()) == cpu_ops
         sym, arg, _, info = inference_graph(out, 0, backend=RELEASE)
         assert info.rebuildable and set(arg) == set(sym.list_arguments()) - {"data"}

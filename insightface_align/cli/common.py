@@ -6,7 +6,14 @@ import sys
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the module docstring's examples as written and appends each option's default."""
+    """Keeps the module docstring's examples as written and appends each option's default
+    (unless its help already says what the default is)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
 
 
 def error(message: str, code: int = 2) -> int:

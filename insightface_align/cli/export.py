@@ -48,13 +48,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def load_images(rec: str, count: int, input_size: int = 128, heatmap_size: int = 64) -> np.ndarray:
+def load_images(rec: str, count: int, input_size: int = 128, heatmap_size: int = 64,
+                convention: str = "centred") -> np.ndarray:
     """The first `count` validation crops of a packed set, (N, 3, in, in) RGB 0..255."""
     from ..data.config import DataConfig
     from ..data.iterator import AlignIter
 
     cfg = DataConfig(batch_size=16, input_size=input_size, heatmap_size=heatmap_size, train=False, shuffle=False,
-                     num_workers=0, last_batch="discard")
+                     num_workers=0, last_batch="discard", convention=convention)
     out = []
     with AlignIter(rec, cfg, copy=True) as it:
         for batch in it:
@@ -66,15 +67,15 @@ def load_images(rec: str, count: int, input_size: int = 128, heatmap_size: int =
     return np.concatenate(out)[:count]
 
 
-def check_nme(label: str, sym, arg, aux, rec: str) -> dict:
+def check_nme(label: str, sym, arg, aux, rec: str, convention: str = "centred") -> dict:
     from ..data.config import DataConfig
     from ..evaluate import nme_of_rec
     from ..metrics import default_normaliser
     from ..model import HeatmapModel
 
-    model = HeatmapModel(sym, arg, aux, batch_size=16)
+    model = HeatmapModel(sym, arg, aux, batch_size=16, convention=convention)
     cfg = DataConfig(batch_size=16, input_size=model.input_size, heatmap_size=model.heatmap_size, train=False,
-                     shuffle=False, num_workers=0, last_batch="pad")
+                     shuffle=False, num_workers=0, last_batch="pad", convention=convention)
     norm = default_normaliser(rec.rsplit("/", 1)[-1])
     nme, errors = nme_of_rec(model, rec, cfg, norm)
     return {"export": label, "nme": nme, "images": int(len(errors)), "normaliser": norm}
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
             written["mkldnn"] = (args.out + "-mkldnn", msym, farg, faux)
             print(f"wrote {args.out}-mkldnn (loads on MKLDNN builds of MXNet only)")
         if args.int8:
-            images = load_images(args.calib_rec, args.num_calib)
+            images = load_images(args.calib_rec, args.num_calib, convention=config["convention"])
             qsym, qarg, qaux = ex.quantize_int8(fsym, farg, faux, images, quantize_taps=not args.int8_dcn_fp32)
             ex.save_deploy(args.out + "-int8", qsym, qarg, qaux, config=config, graph="int8")
             written["int8"] = (args.out + "-int8", qsym, qarg, qaux)
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
             path = ex.export_onnx(sym, arg, aux, args.out + ".onnx")
             print(f"wrote {path}")
         if args.check_rec:
-            rows = [check_nme(k, s, a, x, args.check_rec) for k, (_, s, a, x) in written.items()]
+            rows = [check_nme(k, s, a, x, args.check_rec, config["convention"]) for k, (_, s, a, x) in written.items()]
             base = rows[0]["nme"]
             print("| export | NME (%) | change vs deploy |\n|---|---|---|")
             for r in rows:

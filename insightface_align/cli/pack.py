@@ -12,6 +12,7 @@ import sys
 
 from insightface_align.datasets.layout import SETS, detect_sets, make_reader
 from insightface_align.errors import DataError
+from insightface_align.geometry import CONVENTIONS, DEFAULT_CONVENTION
 from insightface_align.pack import pack_dataset
 from .common import HelpFormatter
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes (default: all cores)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the 384x384 crops")
     parser.add_argument("--cache", help="where COFW images extracted from the .mat go (default: OUTPUT/cache)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION,
+                        help="where each face window's centre lands in its record: centred (pixel 191.5) or "
+                             "release (pixel 192, box centre truncated, as the original release)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -69,7 +73,8 @@ def main(argv=None) -> int:
     for name, reader in sets:
         try:
             summaries.append(pack_dataset(reader, args.output, name, workers=args.workers,
-                                          quality=args.quality, progress=not args.no_progress))
+                                          quality=args.quality, progress=not args.no_progress,
+                                          convention=args.convention))
         except DataError as exc:
             failed.append(f"{name}: {exc}")
     print()

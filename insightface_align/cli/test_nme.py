@@ -4,6 +4,10 @@ Examples:
   tools/test_nme.py --prefix runs/sdu-2d/model --epoch 30000 --rec data/300w/ibug.rec data/300w/cofw_testset.rec
   tools/test_nme.py --prefix model/deploy --epoch 0 --dataset aflw2000:/data/AFLW2000 --out results/
 Writes OUT/NAME-summary.json, NAME-per_image.csv, NAME-ced.csv, NAME-ced.png per test set.
+
+Protocols: `paper` (default) crops and decodes under the model's own convention and
+normalises by the paper's distance for each set; `release` reproduces the original
+release's test_rec_nme.py (its crops, decoder, integer pixels and normalisers).
 """
 from __future__ import annotations
 
@@ -40,6 +44,13 @@ def parse_args(argv=None):
     p.add_argument("--normaliser", choices=NORMALISERS, default=None,
                    help="default by set name: ibug/cofw eye_centre, 300W outer_corners, menpo box_diagonal, "
                         "AFLW2000 box_sqrt")
+    p.add_argument("--protocol", choices=("paper", "release"), default="paper",
+                   help="paper: the model's convention, the paper's normalisers; release: the original release's "
+                        "test_rec_nme.py exactly (its decoder and normalisers; --decoder, --normaliser and "
+                        "--flip-tta do not apply)")
+    p.add_argument("--landmark-type", choices=("2d", "3d"), default=None,
+                   help="--protocol release: 2d normalises by the eye-centre distance, 3d by the landmark-box "
+                        "diagonal (default: 3d for AFLW2000 sets, else 2d)")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="heatmap decoder")
     p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
     p.add_argument("--allow-bad-records", action="store_true",
@@ -54,7 +65,19 @@ def parse_args(argv=None):
         p.error("give --rec and/or --dataset")
     if args.batch_size is not None and args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.protocol == "release":
+        given = [flag for flag, on in (("--normaliser", args.normaliser), ("--flip-tta", args.flip_tta),
+                                       ("--decoder", args.decoder != DEFAULT_DECODER)) if on]
+        if given:
+            p.error(f"{', '.join(given)} cannot be used with --protocol release (it fixes them as the release did)")
+    elif args.landmark_type is not None:
+        p.error("--landmark-type applies to --protocol release only")
     return args
+
+
+def release_landmark_type(set_name: str) -> str:
+    """The release script's --landmark-type for a set: 3d for AFLW2000-3D, else 2d."""
+    return "3d" if default_normaliser(set_name) == "box_sqrt" else "2d"
 
 
 def _set_name(path: str) -> str:
@@ -113,14 +136,19 @@ def evaluate_sets(args) -> list:
             if not os.path.exists(rec):
                 raise AlignError(f"{rec}: test set not found")
             cfg = DataConfig(batch_size=batch_size, input_size=model.input_size,
-                             heatmap_size=model.heatmap_size, train=False, shuffle=False, num_workers=0, last_batch="pad")
+                             heatmap_size=model.heatmap_size, train=False, shuffle=False, num_workers=0,
+                             last_batch="pad", convention=model.convention)
             from ..data.recfile import RecordFile
 
             total = len(RecordFile(rec))
             with tqdm(total=total, desc=name, unit="img", disable=not sys.stderr.isatty()) as bar:
-                from ..evaluate import predict_rec
+                from ..evaluate import predict_rec, release_protocol
 
-                result = predict_rec(model, rec, cfg, args.decoder, args.flip_tta, progress=bar)
+                if args.protocol == "release":
+                    kind = args.landmark_type or release_landmark_type(name)
+                    result = release_protocol(model, rec, cfg, kind, progress=bar)
+                else:
+                    result = predict_rec(model, rec, cfg, args.decoder, args.flip_tta, progress=bar)
             if result["excluded"]:
                 bad = result["excluded"]
                 print(f"{rec}: {len(bad)} of {total} records unreadable, left out of the score:", file=sys.stderr)
@@ -128,16 +156,23 @@ def evaluate_sets(args) -> list:
                     print(f"  record {index}: {reason}", file=sys.stderr)
                 if len(bad) > 20:
                     print(f"  ... and {len(bad) - 20} more", file=sys.stderr)
-            if len(result["gt"]) == 0:
+            if len(result["record_id"]) == 0:
                 raise AlignError(f"{rec}: no readable record to score")
-            norm = args.normaliser or default_normaliser(name)
-            errors = per_image_nme(result["pred"], result["gt"], norm)
-            baseline = per_image_nme(mean_shape_in_box(result["gt"]), result["gt"], norm)
-            summary = dict(summarise(errors, args.threshold), set=name, rec=rec, normaliser=norm,
-                           baseline_mean_shape=summarise(baseline, args.threshold),
-                           decoder=args.decoder, flip_tta=args.flip_tta, widened=result["widened"],
-                           records=total, unreadable=[{"record": i, "reason": r} for i, r in result["excluded"]],
-                           checkpoint=f"{args.prefix},{args.epoch}")
+            common = dict(set=name, rec=rec, protocol=args.protocol, records=total,
+                          unreadable=[{"record": i, "reason": r} for i, r in result["excluded"]],
+                          checkpoint=f"{args.prefix},{args.epoch}")
+            if args.protocol == "release":
+                errors, norm = result["nme"], result["normaliser"]
+                summary = dict(summarise(errors, args.threshold), **common, normaliser=norm, landmark_type=kind,
+                               convention="release", decoder="release", flip_tta=False,
+                               skipped_outside_crop=result["skipped"], model_convention=model.convention)
+            else:
+                norm = args.normaliser or default_normaliser(name)
+                errors = per_image_nme(result["pred"], result["gt"], norm)
+                baseline = per_image_nme(mean_shape_in_box(result["gt"]), result["gt"], norm)
+                summary = dict(summarise(errors, args.threshold), **common, normaliser=norm,
+                               convention=model.convention, baseline_mean_shape=summarise(baseline, args.threshold),
+                               decoder=args.decoder, flip_tta=args.flip_tta, widened=result["widened"])
             if args.out:
                 write_reports(args.out, name, result, errors, summary, args.threshold)
             reports.append(summary)
@@ -154,17 +189,22 @@ def main(argv=None) -> int:
     except AlignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("(baseline: the average face shape stretched into each face's tight landmark box)")
-    print(f"| set | model | images | normaliser | NME (%) | failure@{args.threshold:g} (%) | AUC@{args.threshold:g} |")
-    print("|---|---|---|---|---|---|---|")
+    if args.protocol == "paper":
+        print("(baseline: the average face shape stretched into each face's tight landmark box)")
+    print(f"| set | protocol | model | images | normaliser | NME (%) | failure@{args.threshold:g} (%) "
+          f"| AUC@{args.threshold:g} |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in reports:
-        for label, m in (("model", r), ("mean-shape baseline", r["baseline_mean_shape"])):
-            print(f"| {r['set']} | {label} | {r['count']} | {r['normaliser']} | {100 * m['nme']:.3f} | "
+        rows = [("model", r)] + ([("mean-shape baseline", r["baseline_mean_shape"])] if "baseline_mean_shape" in r else [])
+        for label, m in rows:
+            print(f"| {r['set']} | {r['protocol']} | {label} | {r['count']} | {r['normaliser']} | {100 * m['nme']:.3f} | "
                   f"{100 * m['failure_rate']:.2f} | {m['auc']:.4f} |")
     unreadable = sum(len(r["unreadable"]) for r in reports)
     for r in reports:
+        outside = len(r.get("skipped_outside_crop", ()))
         print(f"{r['set']}: {r['count']} of {r['records']} faces scored"
-              + (f", {len(r['unreadable'])} unreadable records left out" if r["unreadable"] else ""))
+              + (f", {len(r['unreadable'])} unreadable records left out" if r["unreadable"] else "")
+              + (f", {outside} skipped as the release did (a point outside its widest crop)" if outside else ""))
     if unreadable and not args.allow_bad_records:
         print(f"error: {unreadable} unreadable record(s) left out of the scores (listed above); "
               "pass --allow-bad-records to accept scores without them", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import window_matrix
+from ..geometry import output_centre, window_matrix
 from ..heatmaps import input_to_heatmap_matrix
 from .config import DataConfig
 from .flip import mirror_matrix
@@ -23,8 +23,8 @@ def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 
 def input_to_heatmap(cfg: DataConfig) -> np.ndarray:
-    """Input pixel-centre coordinates -> heatmap ones (both cover the same window)."""
-    return input_to_heatmap_matrix(cfg.input_size, cfg.heatmap_size)
+    """Input coordinates -> heatmap ones (both cover the same window)."""
+    return input_to_heatmap_matrix(cfg.input_size, cfg.heatmap_size, cfg.convention)
 
 
 def sample_rng(cfg: DataConfig, epoch: int, key: int) -> np.random.Generator:
@@ -34,7 +34,7 @@ def sample_rng(cfg: DataConfig, epoch: int, key: int) -> np.random.Generator:
 
 def record_centre(cfg: DataConfig) -> float:
     """Pixel-centre coordinate of the record's middle (the face window centre)."""
-    return (cfg.record_size - 1) / 2.0
+    return output_centre(cfg.record_size, cfg.convention)
 
 
 def crop_matrix(cfg: DataConfig, side: float, angle: float = 0.0, scale: float = 1.0,
@@ -42,7 +42,7 @@ def crop_matrix(cfg: DataConfig, side: float, angle: float = 0.0, scale: float =
     """Record -> input map: window of `side` record px, rotated/zoomed about its centre,
     shifted by `shift` input px, then mirrored when `flip`."""
     c = record_centre(cfg)
-    m = window_matrix(c, c, side, cfg.input_size, angle_deg=angle, scale=scale)
+    m = window_matrix(c, c, side, cfg.input_size, angle_deg=angle, scale=scale, convention=cfg.convention)
     m[:, 2] += shift
     if flip:
         m = compose(mirror_matrix(cfg.input_size), m)
@@ -55,6 +55,8 @@ def random_crop(cfg: DataConfig, rng: np.random.Generator) -> tuple:
     scale = rng.uniform(cfg.scale[0], cfg.scale[1])
     shift = rng.uniform(-cfg.translate, cfg.translate, size=2) * cfg.input_size
     flip = bool(cfg.flip and rng.random() < 0.5)
+    if cfg.convention == "release":  # the release's window side is an integer number of record pixels
+        return crop_matrix(cfg, float(int(cfg.base_scale / scale)), angle, 1.0, flip, shift), flip
     return crop_matrix(cfg, cfg.base_scale, angle, scale, flip, shift), flip
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
-from ..heatmaps import inside
+from ..heatmaps import inside_crop, target_points
 from .augment import (compose, crop_matrix, decode_matrix, input_to_heatmap, linear_scale,
                       random_crop, random_pair_transform, sample_rng)
 from .config import DataConfig
@@ -63,7 +63,7 @@ class BatchBuilder:
             for attempt in range(cfg.widen_retries + 1):
                 m = crop_matrix(cfg, side)
                 p = pts @ m[:, :2].T + m[:, 2]
-                if np.all(inside(p, cfg.input_size)):
+                if np.all(inside_crop(p, cfg.input_size, cfg.convention)):
                     return [(m, False)], None, widened, 0
                 if attempt < cfg.widen_retries:
                     side += cfg.widen_step
@@ -80,7 +80,8 @@ class BatchBuilder:
     def _decode(self, jpeg: bytes, mats: list, where: str) -> tuple:
         cfg = self.cfg
         reduced = cfg.reduced_decode == "always" or (
-            cfg.reduced_decode == "auto" and max(linear_scale(m) for m, _ in mats) <= 0.5 + 1e-9)
+            cfg.reduced_decode == "auto" and cfg.train and cfg.convention == "centred"
+            and max(linear_scale(m) for m, _ in mats) <= 0.5 + 1e-9)
         flag = cv2.IMREAD_REDUCED_COLOR_2 if reduced else cv2.IMREAD_COLOR
         img = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), flag)
         if img is None:
@@ -133,7 +134,8 @@ class BatchBuilder:
         cfg = self.cfg
         size = cfg.input_size
         bad_total = 0
-        hm_points = np.empty((cfg.batch_size, NUM_POINTS, 2), dtype=np.float64)
+        in_points = np.empty((cfg.batch_size, NUM_POINTS, 2), dtype=np.float64)
+        flipped_rows = np.zeros(cfg.batch_size, bool)
         row = 0
         photo = cfg.photometric if (cfg.train and cfg.photometric.active) else None
         for pos in positions:
@@ -144,7 +146,7 @@ class BatchBuilder:
                 out["crop_matrix"][row] = 0
                 out["record_id"][row] = EXCLUDED
                 out["flags"][row] = 0
-                hm_points[row] = -1e4  # far outside the heatmap: an empty target
+                in_points[row] = -1e4  # far outside the crop: an empty target
                 row += 1
                 bad_total += 1
                 continue
@@ -165,13 +167,15 @@ class BatchBuilder:
                 out["crop_matrix"][row] = m.reshape(-1)
                 out["record_id"][row] = rid
                 out["flags"][row] = widened | (outside << 1)
-                hm_points[row] = p @ self.to_heatmap[:, :2].T + self.to_heatmap[:, 2]
+                in_points[row] = p
+                flipped_rows[row] = flipped
                 row += 1
             if pair is not None:
                 out["pair_affine"][row - 2:row] = pair[0].reshape(-1)
                 out["pair_flip"][row - 2:row] = float(pair[1])
         if row != cfg.batch_size:
             raise ValueError(f"{row} rows for a batch of {cfg.batch_size}")
+        hm_points = target_points(in_points, size, cfg.heatmap_size, cfg.convention, flipped_rows)
         if cfg.label_mode == "heatmap":
             render_heatmaps(hm_points, cfg.heatmap_size, cfg.sigma, cfg.round_centre, out=out["softmax_label"])
         else:

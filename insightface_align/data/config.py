@@ -5,6 +5,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional, Tuple
 
 from ..errors import ConfigError
+from ..geometry import CONVENTIONS, DEFAULT_CONVENTION
 from .photometric import Photometric
 
 PAIR_MODES = (None, "affine", "flip", "both")
@@ -21,14 +22,18 @@ class DataConfig:
       crops (the 256-px record window onto the input, widened by `widen_step` record
       pixels up to `widen_retries` times while a landmark falls outside the crop).
     sigma: Gaussian sigma in heatmap pixels (peak 1.0 at the sub-pixel landmark
-      location; `round_centre` puts it on the nearest pixel instead, as the release
-      did); 0 = the release's single-pixel target.
+      location; `round_centre` puts it on the nearest pixel instead); 0 = a single-pixel
+      target (the release's own when the convention is `release`).
     pairs: coherent pairs [I, T(I)] interleaved in the batch; T is a random affine
       ('affine'), a mirror ('flip'), or either with probability `pair_flip_prob`
       ('both'). Pair ranges: rotation +/- pair_rotate deg, scale pair_scale,
       translation +/- pair_translate x heatmap size.
-    reduced_decode: decode the JPEG at half resolution ('auto': when every crop cut
-      from it downsamples the record by >= 2x).
+    convention: where the crop centre and the targets sit (geometry.py, heatmaps.py):
+      'centred' (unbiased) or 'release' (the original release's, bit for bit: record
+      pixel 192 -> input pixel 64, integer window sides, truncated one-pixel targets).
+    reduced_decode: decode the JPEG at half resolution ('auto': training crops under
+      `centred` when every crop cut from it downsamples the record by >= 2x; validation
+      and `release` crops always decode at full resolution, as the release did).
     photometric: colour/greyscale/noise/blur/JPEG/black-border probabilities applied to
       training crops (data/photometric.py); all 0 by default.
     num_workers: worker processes (0 = in-process); prefetch: batches in flight per worker.
@@ -41,6 +46,7 @@ class DataConfig:
     heatmap_size: int = 64
     sigma: float = 1.0
     round_centre: bool = False
+    convention: str = DEFAULT_CONVENTION
     label_mode: str = "heatmap"
     train: bool = True
     rotate: float = 40.0
@@ -79,6 +85,7 @@ class DataConfig:
         need(isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size", "must be a positive int")
         need(self.input_size > 0 and self.heatmap_size > 0, "input_size", "sizes must be positive")
         need(self.sigma >= 0, "sigma", "must be >= 0 (0 = single-pixel target)")
+        need(self.convention in CONVENTIONS, "convention", f"must be one of {CONVENTIONS}")
         need(self.label_mode in LABEL_MODES, "label_mode", f"must be one of {LABEL_MODES}")
         need(self.pairs in PAIR_MODES, "pairs", f"must be one of {PAIR_MODES}")
         if self.pairs is not None:

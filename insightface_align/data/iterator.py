@@ -5,7 +5,8 @@ Batch layout (B = batch_size images): `data` (B, 3, in, in) float32 RGB 0..255; 
 heatmap pixel-centre coordinates; with coherent pairs rows are [I0, T0(I0), I1, ...]
 and `pair_affine` (B, 6) / `pair_flip` (B,) describe each T (see augment.py). Each
 DataBatch also carries numpy extras for evaluation: `points` (B, 68, 2) in input
-pixels, `crop_matrix` (B, 2, 3) record -> input, `record_id` (B,).
+pixels, `crop_matrix` (B, 2, 3) record -> input, `record_id` (B,), `flags` (B,) (bit 1:
+the validation crop was widened, bit 2: a point is outside even the widest).
 
 Arrays are wrapped zero-copy around reusable buffers: a batch stays valid until two
 further `next()` calls (Module.fit reads the previous batch's labels after fetching
@@ -131,6 +132,7 @@ class AlignIter(mx.io.DataIter):
         batch.points = arrays["points"].copy()
         batch.crop_matrix = arrays["crop_matrix"].reshape(-1, 2, 3).copy()
         batch.record_id = arrays["record_id"].copy()
+        batch.flags = arrays["flags"].copy()
         self._held.append((slot, [] if self.copy else data + label))
         while len(self._held) > _HOLD:
             self._release_oldest()

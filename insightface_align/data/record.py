@@ -12,16 +12,18 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import DataError
-from ..geometry import BASE_SCALE, RECORD_SIZE, transform_points, window_from_box, window_matrix
+from ..geometry import (BASE_SCALE, DEFAULT_CONVENTION, RECORD_SIZE, transform_points, window_from_box,
+                        window_matrix)
 
 NUM_POINTS = 68
 
 
-def crop_to_record(image_bgr: np.ndarray, points: np.ndarray, box) -> tuple:
-    """Warp a full image to the record frame for a face box; returns (image, points (68, 2))."""
-    cx, cy, side = window_from_box(box)
+def crop_to_record(image_bgr: np.ndarray, points: np.ndarray, box, convention: str = DEFAULT_CONVENTION) -> tuple:
+    """Warp a full image to the record frame for a face box; returns (image, points (68, 2)).
+    The window centre lands where `convention` puts it (geometry.output_centre)."""
+    cx, cy, side = window_from_box(box, convention=convention)
     # The window maps onto BASE_SCALE pixels; the record is RECORD_SIZE wide around it.
-    m = window_matrix(cx, cy, side * RECORD_SIZE / BASE_SCALE, RECORD_SIZE)
+    m = window_matrix(cx, cy, side * RECORD_SIZE / BASE_SCALE, RECORD_SIZE, convention=convention)
     img = cv2.warpAffine(image_bgr, m, (RECORD_SIZE, RECORD_SIZE), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return img, transform_points(m, points)[:, :2].astype(np.float32)

@@ -22,7 +22,8 @@ def render_heatmaps(points: np.ndarray, size: int, sigma: float, round_centre: b
 
     sigma > 0: exp(-d^2 / (2 sigma^2)) around the point (its nearest pixel when
     round_centre), the outer product of two 1-D profiles, values below TAIL left 0;
-    sigma == 0: a single 1.0 at the nearest pixel (the release's target).
+    sigma == 0: a single 1.0 at the nearest pixel. The release's targets are these maps
+    for points already truncated by heatmaps.target_points (the `release` convention).
     """
     pts = np.asarray(points, dtype=np.float32)
     n, k = pts.shape[:2]
