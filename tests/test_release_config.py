@@ -101,3 +101,35 @@ def test_release_checkpoint_exports_with_cpu_ops_and_keeps_its_network(release_c
     assert config["network"]["dcn"] == 3 and config["network"]["multiplier"] == 0.125
     save_deploy(str(tmp_path / "deploy"), *deploy_graph(prefix, 1), config=config)
     assert model_info(str(tmp_path / "deploy"), 0).network is not None
+
+
+def test_release_checkpoint_exports_winograd_and_int8_and_keeps_the_release_convention(release_checkpoint, tmp_path):
+    """The export command on a checkpoint without any config: every form is written, records
+    the `release` convention, and loads with it; the fp32 forms agree with the saved graph."""
+    import json
+
+    import numpy as np
+
+    from insightface_align.cli.export import main as export_main
+    from insightface_align.data.testing import random_face, write_release_rec
+    from insightface_align.model import HeatmapModel
+
+    prefix, *_ = release_checkpoint
+    rng = np.random.default_rng(4)
+    calib = write_release_rec(str(tmp_path / "calib"), [random_face(rng) for _ in range(16)])[0]
+    out = str(tmp_path / "deploy")
+    assert export_main(["--prefix", prefix, "--epoch", "1", "--out", out, "--cpu-ops", "--winograd", "--int8",
+                        "--calib-rec", calib, "--num-calib", "16"]) == 0
+    image = np.random.RandomState(2).uniform(0, 255, (1, 3, 128, 128)).astype(np.float32)
+    want = HeatmapModel.load(prefix, 1)
+    assert want.convention == "release"
+    expected = want(image)
+    for form in ("", "-winograd", "-int8"):
+        assert json.load(open(f"{out}{form}-0000.json"))["convention"] == "release", form
+        model = HeatmapModel.load(out + form, 0)
+        assert model.convention == "release", form
+        got = model(image)
+        if form == "-int8":
+            assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.9
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
