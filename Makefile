@@ -39,13 +39,14 @@ WORKERS ?= 2
 TEST_WORKERS ?= $(WORKERS)
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
-.PHONY: fidelity real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
+.PHONY: test-faults fidelity real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
 	train-2d train-3d stats clean help
 
 help:
 	@echo "make help                 this list"
 	@echo "make install              .venv with the pinned packages, the package (editable), the CPU operators"
 	@echo "make test                 install into .venv and run the test suite"
+	@echo "make test-faults          kills and races against the real tools (slow; CI runs it after make test)"
 	@echo "make demo                 synthetic data -> train the demo recipe on CPU -> evaluate -> export -> runs/demo/"
 	@echo "make data-synth           synthetic 2D and 3D sets packed into data/synth2d and data/synth3d"
 	@echo "make data-2d DATA=DIR     pack real 2D benchmark folders into data/2d"
@@ -91,7 +92,10 @@ $(STAMP): requirements/common.txt requirements/test.txt requirements/$(MXNET).tx
 	touch $@
 
 test: $(INSTALLED)
-	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(TEST_ENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not faults" tests
+
+test-faults: $(INSTALLED)
+	$(TEST_ENV) $(PY) -m pytest -q -m faults tests
 
 demo: $(INSTALLED)
 	$(RUN_ENV) $(PY) tools/demo.py --out runs/demo --data data/synth2d --workers $(WORKERS)

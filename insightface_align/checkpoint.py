@@ -15,12 +15,12 @@ import os
 
 import mxnet as mx
 
-from .errors import DataError
+from .errors import DataError, library_reason
 from .fileio import atomic_path, atomic_write
 from .optimizer_states import save_states
 
-__all__ = ["MODEL_KEYS", "atomic_write", "latest_step", "load_config", "load_params", "load_state", "model_config",
-           "save_checkpoint", "save_params"]
+__all__ = ["MODEL_KEYS", "atomic_write", "checkpoint_problem", "latest_step", "load_config", "load_params",
+           "load_state", "model_config", "resumable_step", "save_checkpoint", "save_params", "saved_steps"]
 
 # What a checkpoint's json says about the model (as opposed to the trainer's state).
 MODEL_KEYS = ("recipe", "network", "heatmap_loss", "convention")
@@ -56,6 +56,67 @@ def latest_step(prefix: str) -> int | None:
         raise DataError(path, f"unreadable checkpoint pointer ({exc})") from None
 
 
+def saved_steps(prefix: str) -> list:
+    """Steps with a parameters file under PREFIX, newest first."""
+    folder, base = os.path.split(os.path.abspath(prefix))
+    steps = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        if ext == ".params" and stem.startswith(base + "-") and stem[len(base) + 1:].isdigit():
+            steps.append(int(stem[len(base) + 1:]))
+    return sorted(steps, reverse=True)
+
+
+def checkpoint_problem(prefix: str, step: int, need_states: bool) -> str:
+    """Why checkpoint `step` cannot be resumed from ('' when it can): each file it needs is
+    present and well formed (NDArray layouts checked, json parsed)."""
+    from .ndfile import check_ndarray_file
+    from .optimizer_states import is_pickled
+
+    needed = ["%s-%04d.params" % (prefix, step), "%s-%04d.json" % (prefix, step)]
+    if need_states:
+        needed.append("%s-%04d.states" % (prefix, step))
+    for path in needed:
+        if not os.path.exists(path):
+            return f"{path}: missing"
+        try:
+            if path.endswith(".json"):
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            elif not (path.endswith(".states") and is_pickled(path)):  # pickled: load_states decides
+                check_ndarray_file(path)
+        except DataError as exc:
+            return str(exc)
+        except (OSError, ValueError) as exc:
+            return f"{path}: unreadable ({exc})"
+    return ""
+
+
+def resumable_step(prefix: str, need_states: bool) -> tuple:
+    """(step, [problems of newer checkpoints skipped]) of the newest intact checkpoint at or
+    below the latest pointer; (None, []) when the run has none. DataError naming the
+    newest checkpoint's problem when checkpoints exist but none is intact."""
+    latest = latest_step(prefix)
+    steps = [s for s in saved_steps(prefix) if latest is None or s <= latest]
+    if latest is None and not steps:
+        return None, []
+    skipped = []
+    for step in steps:
+        problem = checkpoint_problem(prefix, step, need_states)
+        if not problem:
+            return step, skipped
+        skipped.append(problem)
+    if latest is not None and not steps:
+        skipped.append("%s-%04d.params: missing" % (prefix, latest))
+    hint = (" (--reset-optimizer resumes without the optimizer states)"
+            if need_states and any(".states" in p for p in skipped) else "")
+    raise DataError(prefix, "no intact checkpoint to resume from: " + "; ".join(skipped) + hint)
+
+
 def load_state(prefix: str, step: int) -> dict:
     path = "%s-%04d.json" % (prefix, step)
     try:
@@ -87,10 +148,13 @@ def load_params(prefix: str, epoch: int) -> tuple:
     path = "%s-%04d.params" % (prefix, epoch)
     if not os.path.exists(path):
         raise DataError(path, "checkpoint parameters not found")
+    from .ndfile import check_ndarray_file
+
+    check_ndarray_file(path)  # layout checked first: a cut or garbage file gets a plain reason
     try:
         blob = mx.nd.load(path)
     except mx.base.MXNetError as exc:
-        raise DataError(path, f"not an MXNet parameter file ({str(exc).splitlines()[0]})") from None
+        raise DataError(path, f"not an MXNet parameter file ({library_reason(exc)})") from None
     if not isinstance(blob, dict):
         raise DataError(path, "expected named parameters (arg:/aux: keys)")
     args = {k[4:]: v for k, v in blob.items() if k.startswith("arg:")}

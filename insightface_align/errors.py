@@ -34,3 +34,13 @@ def reject_unknown_fields(cls, values: dict, section: str = "") -> None:
         where = f"{section}.{unknown[0]}" if section else unknown[0]
         label = f"{section} " if section else ""
         raise ConfigError(where, f"unknown {label}field; known fields: {', '.join(sorted(known))}")
+
+
+def library_reason(exc: BaseException) -> str:
+    """The meaningful line of a library error (MXNet's messages start with a C++ stack
+    trace and end with the reason): its last line that is not part of a trace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("Traceback", "File ", "[bt]", "Stack trace")) and not line[:1].isdigit():
+            return line.split("MXNetError: ", 1)[-1]
+    return type(exc).__name__

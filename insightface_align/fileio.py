@@ -69,3 +69,19 @@ def atomic_write(path, data, mode: str = "wb") -> None:
     with atomic_path(path) as tmp:
         with open(tmp, mode) as f:
             f.write(data)
+
+
+def output_folder_problem(folder, option: str = "--out") -> str:
+    """Why files cannot be written into `folder` (created if needed), '' when they can:
+    checked before a tool starts its work, so a bad output path fails at once."""
+    folder = os.fspath(folder) or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"{folder}: {option} exists and is not a folder"
+    parent = os.path.abspath(folder)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{folder}: {option} lies under {parent}, which is a file"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{folder}: {option} cannot be written ({parent} is not a writable folder)"
+    return ""

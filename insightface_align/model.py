@@ -20,7 +20,7 @@ import numpy as np
 
 from .checkpoint import load_config, load_params
 from .cpu_graph import fastest_cpu_graph, thaw_tap_weights
-from .errors import AlignError, DataError
+from .errors import AlignError, DataError, library_reason
 from .geometry import CONVENTIONS, DEFAULT_CONVENTION, check_convention
 from .release_config import infer_release_config
 from .symbols import ext
@@ -74,7 +74,7 @@ def load_symbol(prefix: str):
     try:
         sym = mx.sym.load(path)
     except mx.base.MXNetError as exc:
-        raise DataError(path, f"not an MXNet symbol file ({str(exc).splitlines()[0]})") from None
+        raise DataError(path, f"not an MXNet symbol file ({library_reason(exc)})") from None
     internals = sym.get_internals()
     if OUTPUT not in internals.list_outputs():
         raise DataError(path, f"the graph has no '{OUTPUT}' (is this a heatmap alignment model?)")
@@ -124,7 +124,7 @@ def _inferred_network(key: tuple) -> NetConfig | None:
         sym = load_symbol(prefix)
         arg_shapes, _, _ = sym.infer_shape(data=(1, 3, 128, 128))
     except (DataError, mx.base.MXNetError) as exc:
-        LOG.info("%s: no network inferred (%s)", path, str(exc).splitlines()[0])
+        LOG.info("%s: no network inferred (%s)", path, library_reason(exc))
         return None
     shapes = {n: tuple(s) for n, s in zip(sym.list_arguments(), arg_shapes) if n != "data"}
     try:
@@ -196,7 +196,25 @@ def inference_graph(prefix: str, epoch: int, ctx=None, backend: Backend | None =
     missing = sorted((needed_args - set(arg)) | (needed_aux - set(aux)))
     if missing:
         raise DataError(params, f"missing {len(missing)} parameters, e.g. {missing[:3]}")
-    return sym, {k: arg[k] for k in needed_args}, {k: aux[k] for k in needed_aux}, info
+    arg, aux = {k: arg[k] for k in needed_args}, {k: aux[k] for k in needed_aux}
+    check_shapes(sym, arg, aux, params, info.network.input_size if info.network is not None else 128)
+    return sym, arg, aux, info
+
+
+def check_shapes(sym, arg: dict, aux: dict, where: str, input_size: int = 128) -> None:
+    """DataError naming `where` and the first tensor whose shape is not the one the graph
+    needs (a wrongly shaped tensor would otherwise surface only when the graph is bound)."""
+    try:
+        arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, input_size, input_size))
+    except mx.base.MXNetError as exc:
+        raise DataError(where, f"the graph does not accept a {input_size}x{input_size} input "
+                               f"({library_reason(exc)})") from None
+    wanted = dict(zip(sym.list_arguments(), arg_shapes))
+    wanted.update(zip(sym.list_auxiliary_states(), aux_shapes))
+    for name, value in sorted(list(arg.items()) + list(aux.items())):
+        if name in wanted and tuple(value.shape) != tuple(wanted[name]):
+            raise DataError(where, f"tensor {name} has shape {tuple(value.shape)}, the graph needs "
+                                   f"{tuple(wanted[name])}")
 
 
 class HeatmapModel:

@@ -36,6 +36,7 @@ from .datasets.base import SkipSample, landmark_problem
 from .datasets.images import load_image
 from .errors import DataError
 from .geometry import DEFAULT_CONVENTION, check_convention, landmark_box
+from .processes import exit_with_parent
 
 BAD_FILE = "malformed or unreadable"
 OUTPUT_SUFFIXES = (".rec", ".idx", ".lst")
@@ -73,12 +74,14 @@ _STATE = {}  # per worker process: set once by the pool initializer, read by _pr
 STATE_KEYS = ("reader", "quality", "image_root", "convention")
 
 
-def _init_worker(*init_args) -> None:
-    """Pool initializer: Ctrl-C is handled by the parent only.
+def _init_worker(parent_pid: int, *init_args) -> None:
+    """Pool initializer: Ctrl-C is handled by the parent only, and the worker ends itself
+    when the packer dies (processes.exit_with_parent).
 
     (No cv2.setNumThreads here: calling it in a forked child deadlocks OpenCV's pool.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
     _STATE.update(zip(STATE_KEYS, init_args))
 
 
@@ -128,7 +131,7 @@ def _start(items, workers: int, init_args) -> tuple:
         return (_process_with(state, item) for item in items), None
     chunk = max(1, min(16, len(items) // (workers * 8)))
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START_METHOD),
-                               initializer=_init_worker, initargs=init_args)
+                               initializer=_init_worker, initargs=(os.getpid(),) + tuple(init_args))
     try:
         return pool.map(_process, items, chunksize=chunk), pool
     except BaseException:
@@ -257,7 +260,9 @@ def _pack_into(reader, folder: str, name: str, workers: int, options: tuple, pro
         writer.close()
         lst.close()
         if summary.written == 0:
-            raise DataError(image_root, f"no usable samples for {name!r} ({len(summary.skipped)} skipped)")
+            first = summary.skipped[0][2] if summary.skipped else "no items found"
+            raise DataError(image_root, f"no usable samples for {name!r} ({len(summary.skipped)} skipped; "
+                                        f"first: {first})")
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -168,8 +168,13 @@ class Trainer:
     def run(self) -> dict:
         start_step, state = 0, {}
         if self.spec.resume:
-            last = ckpt.latest_step(self.prefix)
+            need_states = not self.spec.reset_optimizer
+            last, skipped = ckpt.resumable_step(self.prefix, need_states)
+            for problem in skipped:
+                LOG.warning("not resuming from a damaged checkpoint: %s", problem)
             if last is not None:
+                if skipped:
+                    LOG.warning("resuming from step %d, the newest intact checkpoint", last)
                 start_step, state = last, ckpt.load_state(self.prefix, last)
         dcfg = data_config(self.recipe, self.loss_cfg, self.batch_size, True, self.cfg.seed, self.cfg.num_workers,
                            shard=(self.rank, self.num_workers))
@@ -216,6 +221,10 @@ class Trainer:
                 losses = [float(o.asnumpy().mean()) for o in outs[:-1]]
                 if not all(math.isfinite(v) for v in losses):
                     raise TrainingDiverged(f"loss became {losses} at step {step}; the last good checkpoint "
+                                           f"({self.prefix}-{ckpt.latest_step(self.prefix)}) is kept")
+                if self.cfg.max_loss is not None and sum(losses[:n_stack]) > self.cfg.max_loss:
+                    raise TrainingDiverged(f"loss {sum(losses[:n_stack]):.4g} at step {step} is over train.max_loss "
+                                           f"({self.cfg.max_loss:g}); the last good checkpoint "
                                            f"({self.prefix}-{ckpt.latest_step(self.prefix)}) is kept")
                 window.append(losses)
                 bar.update(1)

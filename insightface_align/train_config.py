@@ -6,7 +6,7 @@ trainer (which imports recipes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 from .errors import ConfigError
 from .fields import typed_fields
@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     decoder: str = DEFAULT_DECODER
+    max_loss: Optional[float] = None  # divergence bound: a heatmap loss above it stops training
 
     def __post_init__(self):
         if self.max_steps < 1:
@@ -41,6 +42,8 @@ class TrainConfig:
             raise ConfigError("train.lr_steps", f"must be strictly increasing positive steps, got {steps}")
         if self.lr <= 0:
             raise ConfigError("train.lr", "must be > 0")
+        if self.max_loss is not None and not self.max_loss > 0:
+            raise ConfigError("train.max_loss", "must be > 0 when given")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -217,3 +217,37 @@ def test_non_finite_statistics_are_never_saved(recs, tmp_path):
         Trainer(recipe, _cfg(), RunSpec(str(recs / "train.rec"), str(tmp_path / "s"), progress=False),
                 step_callback=poison_stats).run()
     assert ckpt.latest_step(str(tmp_path / "s" / "model")) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate-params", "missing-states", "garbage-json"])
+def test_resume_takes_the_newest_intact_checkpoint_and_says_so(recs, tmp_path, caplog, damage):
+    recipe = load_recipe("sdu-nodcn", **TINY)
+    out = tmp_path / "r"
+    Trainer(recipe, _cfg(max_steps=4, checkpoint_every=2), RunSpec(str(recs / "train.rec"), str(out),
+                                                                    progress=False)).run()
+    if damage == "truncate-params":
+        path = out / "model-0004.params"
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "missing-states":
+        path = out / "model-0004.states"
+        path.unlink()
+    else:
+        path = out / "model-0004.json"
+        path.write_text("{not json")
+    with caplog.at_level("WARNING"):
+        result = Trainer(recipe, _cfg(max_steps=5, checkpoint_every=2),
+                         RunSpec(str(recs / "train.rec"), str(out), resume=True, progress=False)).run()
+    assert result["step"] == 5
+    text = caplog.text
+    assert str(path) in text and "resuming from step 2, the newest intact checkpoint" in text
+
+
+def test_a_loss_over_the_recipe_bound_stops_training(recs, tmp_path):
+    from insightface_align.train import TrainingDiverged
+
+    recipe = load_recipe("sdu-nodcn", **TINY)
+    out = tmp_path / "r"
+    with pytest.raises(TrainingDiverged, match="over train.max_loss"):
+        Trainer(recipe, _cfg(max_steps=3, checkpoint_every=1, max_loss=1e-9),
+                RunSpec(str(recs / "train.rec"), str(out), progress=False)).run()
+    assert not (out / "model-0001.params").exists()

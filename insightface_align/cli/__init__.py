@@ -38,9 +38,12 @@ def _usage() -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
-        return 0 if argv else 2
+        return 0
     if argv[0] in ("-V", "--version"):
         from insightface_align import __version__
 
@@ -55,5 +58,8 @@ def main(argv=None) -> int:
     saved, sys.argv = sys.argv, [f"insightface-align {name}", *argv[1:]]
     try:
         return module.main(argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C: a tool that cleans up does so before this
+        print(f"\ninsightface-align {name}: interrupted", file=sys.stderr)
+        return 130
     finally:
         sys.argv = saved

@@ -123,8 +123,12 @@ def main(argv=None) -> int:
     print(f"training {recipe.name} (width {recipe.network.multiplier}, {cfg.max_steps} steps, "
           f"batch {cfg.batch_per_device}) on {data}/train.rec", flush=True)
     t1 = time.time()
-    Trainer(recipe, cfg, spec).run()
+    result = Trainer(recipe, cfg, spec).run()
     t_train = time.time() - t1
+    if result["stopped"]:  # SIGTERM/SIGINT: the trainer saved its step; nothing else is written
+        print(f"stopped by a signal at step {result['step']}: checkpoint {out / 'train'}/model-{result['step']:04d} "
+              f"saved; no export or report written", file=sys.stderr)
+        return 1
 
     # Untrained baseline: the same graph with the trainer's seeded initialisation.
     sym = get_symbol(recipe.network)

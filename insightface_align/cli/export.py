@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
 
 from ..errors import AlignError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, output_folder_problem
 from .common import HelpFormatter
 
 
@@ -86,6 +87,9 @@ def main(argv=None) -> int:
     from .. import export as ex
 
     try:
+        problem = output_folder_problem(os.path.dirname(args.out) or ".", "the folder of --out")
+        if problem:
+            raise AlignError(problem)
         if args.int8 and not args.calib_rec:
             raise AlignError("--int8 needs --calib-rec (images to calibrate the INT8 ranges on)")
         sym, arg, aux = ex.deploy_graph(args.prefix, args.epoch, args.dcn_impl, args.cpu_ops)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from insightface_align.symbols.backend import AUTO, DCN_CHOICES, MEAN_CHOICES
 
 from ..recipe import load_recipe, recipe_names
+from ..errors import AlignError
 from .common import HelpFormatter, error
 
 MARKDOWN_TAG = "insightface-align stats"
@@ -117,8 +118,11 @@ def main(argv=None) -> int:
         command, load_before = command_line("insightface-align stats", argv), load_average()
     names = args.recipes or recipe_names()
     rows = []
-    for name in tqdm(names, desc="recipes", disable=args.json or not sys.stderr.isatty()):
-        rows.append(recipe_row(name, args))
+    try:
+        for name in tqdm(names, desc="recipes", disable=args.json or not sys.stderr.isatty()):
+            rows.append(recipe_row(name, args))
+    except AlignError as exc:
+        return error(str(exc))
     if args.json:
         for r in rows:
             print(json.dumps(r))

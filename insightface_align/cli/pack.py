@@ -12,6 +12,7 @@ import sys
 
 from insightface_align.datasets.layout import SETS, detect_sets, make_reader
 from insightface_align.errors import DataError
+from insightface_align.fileio import output_folder_problem
 from insightface_align.geometry import CONVENTIONS, DEFAULT_CONVENTION
 from insightface_align.pack import pack_dataset
 from .common import HelpFormatter
@@ -59,6 +60,10 @@ def main(argv=None) -> int:
         parser.error("--auto takes one data folder as --input")
     if not 1 <= args.quality <= 100:
         parser.error("--quality must be in 1..100")
+    problem = output_folder_problem(args.output, "--output")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     cache = args.cache or os.path.join(args.output, "cache")
     try:
         if args.auto:
@@ -75,8 +80,12 @@ def main(argv=None) -> int:
             summaries.append(pack_dataset(reader, args.output, name, workers=args.workers,
                                           quality=args.quality, progress=not args.no_progress,
                                           convention=args.convention))
-        except DataError as exc:
+        except (DataError, ValueError) as exc:
             failed.append(f"{name}: {exc}")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: pack_dataset has already cleaned up
+            print(f"\nerror: {os.path.join(args.output, name)}: interrupted; this set was not written "
+                  "(an earlier set of that name is unchanged)", file=sys.stderr)
+            return 130
     print()
     for summary in summaries:
         print(summary.report())

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..datasets.images import IMAGE_EXTENSIONS
 from ..errors import AlignError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, output_folder_problem
 from ..metrics import DECODERS, DEFAULT_DECODER
 from .common import HelpFormatter, error
 
@@ -142,13 +142,9 @@ def _parse_box(text: str | None):
 
 
 def _check_out(out: str) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise AlignError(f"{out}: --out exists and is not a folder")
-    parent = out if os.path.isdir(out) else os.path.dirname(os.path.abspath(out))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise AlignError(f"{out}: cannot write there ({parent} is not a writable folder)")
+    problem = output_folder_problem(out)
+    if problem:
+        raise AlignError(problem)
 
 
 def draw(image, faces) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import AlignError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, output_folder_problem
 from ..metrics import (DECODERS, DEFAULT_DECODER, NORMALISERS, ced, default_normaliser, mean_shape_in_box,
                        per_image_nme, summarise)
 from .common import HelpFormatter
@@ -184,6 +184,10 @@ def evaluate_sets(args) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    problem = output_folder_problem(args.out) if args.out else ""
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         reports = evaluate_sets(args)
     except AlignError as exc:

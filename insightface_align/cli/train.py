@@ -18,6 +18,7 @@ import mxnet as mx
 from insightface_align.symbols.backend import DCN_CHOICES, MEAN_CHOICES
 
 from ..errors import AlignError
+from ..ndfile import check_ndarray_file
 from ..recipe import load_recipe
 from .common import HelpFormatter
 
@@ -34,7 +35,8 @@ def parse_args(argv=None):
     dev.add_argument("--gpus", default=None, help="comma-separated GPU ids, e.g. 0,1")
     dev.add_argument("--cpus", type=int, default=None, help="number of CPU contexts (default 1)")
     p.add_argument("--kvstore", default=None, help="local | device | dist_sync (default: device on GPUs, else local)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest intact checkpoint (damaged newer ones are "
+                        "named and skipped)")
     p.add_argument("--reset-optimizer", action="store_true",
                    help="with --resume: start the optimizer afresh (when its .states file is missing or unwanted)")
     p.add_argument("--trust-pickled-states", action="store_true",
@@ -82,6 +84,13 @@ def main(argv=None) -> int:
         if args.lr_steps is not None:
             train["lr_steps"] = [int(s) for s in args.lr_steps.split(",") if s.strip()]
         cfg = TrainConfig.from_dict(train)
+        pretrained = None
+        if args.pretrained:
+            prefix, _, epoch = args.pretrained.rpartition(",")
+            if not prefix or not epoch.isdigit():
+                raise AlignError(f"--pretrained {args.pretrained!r}: expected PREFIX,EPOCH (e.g. runs/sdu-2d/model,30000)")
+            pretrained = (prefix, int(epoch))
+            check_ndarray_file("%s-%04d.params" % pretrained)  # a missing or damaged file fails before any work
         data = Path(args.data)
         train_rec = args.train_rec or str(data / "train.rec")
         if not os.path.exists(train_rec):
@@ -93,10 +102,6 @@ def main(argv=None) -> int:
             logging.warning("validation sets not found in %s: %s", data, ", ".join(missing))
         ctx = contexts(args)
         kvstore = args.kvstore or ("device" if args.gpus else "local")
-        pretrained = None
-        if args.pretrained:
-            prefix, _, epoch = args.pretrained.rpartition(",")
-            pretrained = (prefix, int(epoch))
         spec = RunSpec(train_rec=train_rec, out_dir=args.out or f"runs/{recipe.name}", val_recs=val, contexts=ctx,
                        kvstore=kvstore, resume=args.resume, pretrained=pretrained, freeze_bn=args.freeze_bn,
                        dcn_impl=args.dcn_impl, mean_impl=args.mean_impl,

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
+from ..processes import process_alive
 from .batch import BatchBuilder
 
 _ALIGN = 64
@@ -48,26 +49,6 @@ class SharedSlot:
         return out
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` still runs (workers' parent is the forkserver, so no getppid).
-
-    A killed parent stays a zombie until reaped, and signal 0 still reaches a zombie, so
-    its /proc state is read too.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 def _worker_main(cfg, records, raws, shapes, tasks, done, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
@@ -77,7 +58,7 @@ def _worker_main(cfg, records, raws, shapes, tasks, done, parent_pid):
         try:
             task = tasks.get(timeout=0.5)
         except queue.Empty:
-            if not _alive(parent_pid):  # the iterator's process is gone: do not linger
+            if not process_alive(parent_pid):  # the iterator's process is gone: do not linger
                 return
             continue
         if task is None:

@@ -1,0 +1,148 @@
+"""Kills and concurrency against the real command-line tools (`make test-faults`).
+
+Each case runs a tool in its own process, kills or races it, and checks: no process left
+behind, no half-written or mixed output, a clear message and exit code, and that the next
+run works.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import pytest
+
+from insightface_align.processes import process_alive
+
+pytestmark = pytest.mark.faults
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """A folder of 160 rendered 2D faces (.jpg + .pts)."""
+    from insightface_align.synthetic.dataset import generate_folder
+    from insightface_align.synthetic.generate import SynthConfig
+
+    out = tmp_path_factory.mktemp("faults") / "raw"
+    generate_folder(str(out), 160, seed=5, config=SynthConfig(mode="2d", size=192), workers=2)
+    return str(out)
+
+
+def descendants(pid: int) -> set:
+    """Every process started under `pid`, including pool workers re-parented to a forkserver
+    the tool started (found through the forkserver, a child of `pid`)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, set()).add(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def wait_gone(pids, timeout=8.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        alive = [p for p in pids if process_alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def pack_cmd(faces, out, name="t", workers=2):
+    return [sys.executable, "-m", "insightface_align", "pack", "--format", "300w", "--input", faces, "--output",
+            str(out), "--name", name, "--workers", str(workers), "--no-progress"]
+
+
+def start_and_wait_for_workers(cmd, min_children=3, timeout=60.0):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    end = time.time() + timeout
+    seen = set()
+    while time.time() < end and proc.poll() is None:
+        seen |= descendants(proc.pid)
+        if len(seen) >= min_children:
+            break
+        time.sleep(0.1)
+    return proc, seen
+
+
+def read_all(rec):
+    """Every record of a set through its index: a mixed or torn set fails here."""
+    reader = mx.recordio.MXIndexedRecordIO(rec[:-4] + ".idx", rec, "r")
+    try:
+        for key in reader.keys:
+            header, _ = mx.recordio.unpack(reader.read_idx(key))
+            assert header.id == key
+        return len(reader.keys)
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, tmp_path, sig):
+    out = tmp_path / "out"
+    assert subprocess.run(pack_cmd(faces, out, workers=1), env=ENV, capture_output=True).returncode == 0
+    before = {n: (out / n).read_bytes() for n in ("t.rec", "t.idx", "t.lst")}
+    proc, seen = start_and_wait_for_workers(pack_cmd(faces, out))
+    time.sleep(0.5)
+    seen |= descendants(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err
+    assert wait_gone(seen) == [], "left running"
+    # The old set is intact, whole: never a mix of old and new files.
+    after = {n: (out / n).read_bytes() for n in before}
+    assert after == before
+    assert read_all(str(out / "t.rec")) == 160
+    rerun = subprocess.run(pack_cmd(faces, out), env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not [n for n in os.listdir(out) if n.startswith(".t.pack-")]
+
+
+def test_two_packers_racing_on_one_set(faces, tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.Popen(pack_cmd(faces, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    second = subprocess.run(pack_cmd(faces, out), env=ENV, capture_output=True, text=True)
+    _, err = first.communicate(timeout=120)
+    codes = sorted([first.returncode, second.returncode])
+    assert codes == [0, 2], (first.returncode, err, second.returncode, second.stderr)
+    loser = second.stderr if second.returncode else err
+    assert "another pack" in loser and "Traceback" not in loser
+    assert read_all(str(out / "t.rec")) == 160
+
+
+def test_demo_stopped_during_training_exits_without_exporting(faces, tmp_path):
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        assert subprocess.run(pack_cmd(faces, data, name=split), env=ENV, capture_output=True).returncode == 0
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "insightface_align", "demo", "--out", str(out), "--data", str(data), "--steps", "400",
+           "--workers", "0", "--batch", "4"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train" / "train_log.jsonl"
+    end = time.time() + 120
+    while time.time() < end and not (log.exists() and log.stat().st_size):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (stdout, err)
+    assert "stopped by a signal at step" in err and "Traceback" not in err
+    assert not (out / "deploy-symbol.json").exists() and not (out / "report.md").exists()
+    step = int(open(out / "train" / "model-latest.json").read().split(":")[1].strip(" }\n"))
+    assert os.path.exists(out / "train" / ("model-%04d.params" % step))
