@@ -101,7 +101,7 @@ def _process_with(state: dict, item) -> tuple:
             return ("skip", reader.describe(item), problem[0], f"{reader.describe(item)}: {problem[1]}")
         box = sample.box if sample.box is not None else landmark_box(points)
         crop, crop_points = crop_to_record(image, points, box, state["convention"])
-        record = pack_record(0, crop, crop_points, quality=state["quality"])
+        record = pack_record(0, crop, crop_points, quality=state["quality"], occluded=sample.occluded)
     except SkipSample as skip:
         return ("skip", reader.describe(item), skip.reason, str(skip))
     except DataError as err:

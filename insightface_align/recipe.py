@@ -33,6 +33,7 @@ class DataSection:
 
     mode: str = "2d"            # 2d or 3d: which packed sets the recipe is meant for
     sigma: float = 1.0          # Gaussian target sigma in heatmap pixels
+    occluded_sigma: Optional[float] = None  # sigma of points the records flag occluded (None: sigma)
     convention: str = "centred"  # crop and target convention: centred or release (geometry.py)
     rotate: float = 40.0        # random rotation range, degrees
     scale: Tuple[float, float] = (0.8, 1.2)

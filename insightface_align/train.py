@@ -72,7 +72,7 @@ def data_config(recipe: Recipe, loss: LossConfig, batch_size: int, train: bool, 
     pairs = loss.coherent if (train and loss.uses_pairs) else None
     kwargs = dict(batch_size=batch_size, input_size=net.input_size, heatmap_size=net.heatmap_size,
                   sigma=float(d.get("sigma", 1.0)), label_mode=loss.label_mode if train else "heatmap",
-                  convention=d.get("convention", DEFAULT_CONVENTION),
+                  convention=d.get("convention", DEFAULT_CONVENTION), occluded_sigma=d.get("occluded_sigma"),
                   train=train, seed=seed, num_workers=num_workers, shard=tuple(shard),
                   shuffle=train)
     if train:

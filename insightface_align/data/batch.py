@@ -16,10 +16,14 @@ from .config import DataConfig
 from .flip import FLIP_PERMUTATION
 from .photometric import augment
 from .recfile import RecordFile
+from .occlusion import occlusion_flags
 from .targets import render_heatmaps
 
 NUM_POINTS = 68
 
+
+NO_OCCLUSION = np.zeros(NUM_POINTS, bool)
+NO_OCCLUSION.setflags(write=False)
 
 # record_id of a row whose record could not be read (exclude_bad_records).
 EXCLUDED = -1
@@ -113,12 +117,14 @@ class BatchBuilder:
         raise DataError(self.records.rec_path, "no readable record")
 
     def _load_one(self, i: int, epoch: int) -> tuple:
-        """(image, decode matrix, points, record id, plan) of record index i; DataError when bad."""
+        """(image, decode matrix, points, occlusion flags, record id, plan) of record index i;
+        DataError when bad."""
         where = f"{self.records.rec_path} (record key {int(self.records.keys[i])})"
         jpeg, pts, rid = self.records.read_sample(i)
         plan = self._plan(epoch, int(self.records.keys[i]), pts.astype(np.float64))
         img, dec = self._decode(jpeg, plan[0], where)
-        return img, dec, pts, rid, plan
+        occluded = occlusion_flags(jpeg)
+        return img, dec, pts, NO_OCCLUSION if occluded is None else occluded, rid, plan
 
     def explain(self, i: int) -> str:
         """Why record index i cannot be used (the DataError message), or '' when it can."""
@@ -136,6 +142,7 @@ class BatchBuilder:
         bad_total = 0
         in_points = np.empty((cfg.batch_size, NUM_POINTS, 2), dtype=np.float64)
         flipped_rows = np.zeros(cfg.batch_size, bool)
+        hidden = np.zeros((cfg.batch_size, NUM_POINTS), bool)  # occlusion flags, relabelled on flips
         row = 0
         photo = cfg.photometric if (cfg.train and cfg.photometric.active) else None
         for pos in positions:
@@ -150,7 +157,7 @@ class BatchBuilder:
                 row += 1
                 bad_total += 1
                 continue
-            img, dec, pts, rid, (rows, pair, widened, outside), bad = loaded
+            img, dec, pts, occluded, rid, (rows, pair, widened, outside), bad = loaded
             bad_total += bad
             # Both rows of a coherent pair get the same photometric draw.
             photo_seed = [int(cfg.seed), int(epoch), int(rid), 7]
@@ -169,6 +176,7 @@ class BatchBuilder:
                 out["flags"][row] = widened | (outside << 1)
                 in_points[row] = p
                 flipped_rows[row] = flipped
+                hidden[row] = occluded[FLIP_PERMUTATION] if flipped else occluded
                 row += 1
             if pair is not None:
                 out["pair_affine"][row - 2:row] = pair[0].reshape(-1)
@@ -178,6 +186,10 @@ class BatchBuilder:
         hm_points = target_points(in_points, size, cfg.heatmap_size, cfg.convention, flipped_rows)
         if cfg.label_mode == "heatmap":
             render_heatmaps(hm_points, cfg.heatmap_size, cfg.sigma, cfg.round_centre, out=out["softmax_label"])
+            if cfg.occluded_sigma is not None and hidden.any():
+                # Occluded points: a wider target, so the model learns to spread its belief there.
+                wide = render_heatmaps(hm_points, cfg.heatmap_size, cfg.occluded_sigma, cfg.round_centre)
+                out["softmax_label"][hidden] = wide[hidden]
         else:
             out["coord_label"][...] = hm_points
         out["bad_records"][0] = bad_total

@@ -23,7 +23,9 @@ class DataConfig:
       pixels up to `widen_retries` times while a landmark falls outside the crop).
     sigma: Gaussian sigma in heatmap pixels (peak 1.0 at the sub-pixel landmark
       location; `round_centre` puts it on the nearest pixel instead); 0 = a single-pixel
-      target (the release's own when the convention is `release`).
+      target (the release's own when the convention is `release`). occluded_sigma:
+      the sigma of points whose record flags them occluded (data/record.py); None =
+      `sigma` for every point.
     pairs: coherent pairs [I, T(I)] interleaved in the batch; T is a random affine
       ('affine'), a mirror ('flip'), or either with probability `pair_flip_prob`
       ('both'). Pair ranges: rotation +/- pair_rotate deg, scale pair_scale,
@@ -46,6 +48,7 @@ class DataConfig:
     heatmap_size: int = 64
     sigma: float = 1.0
     round_centre: bool = False
+    occluded_sigma: Optional[float] = None
     convention: str = DEFAULT_CONVENTION
     label_mode: str = "heatmap"
     train: bool = True
@@ -85,6 +88,7 @@ class DataConfig:
         need(isinstance(self.batch_size, int) and self.batch_size > 0, "batch_size", "must be a positive int")
         need(self.input_size > 0 and self.heatmap_size > 0, "input_size", "sizes must be positive")
         need(self.sigma >= 0, "sigma", "must be >= 0 (0 = single-pixel target)")
+        need(self.occluded_sigma is None or self.occluded_sigma > 0, "occluded_sigma", "must be > 0 when given")
         need(self.convention in CONVENTIONS, "convention", f"must be one of {CONVENTIONS}")
         need(self.label_mode in LABEL_MODES, "label_mode", f"must be one of {LABEL_MODES}")
         need(self.pairs in PAIR_MODES, "pairs", f"must be one of {PAIR_MODES}")

@@ -4,6 +4,10 @@ Each record: an mx.recordio.IRHeader whose label is 136 float32 values, the 68 p
 row-major in (y, x) order (the release's label_xfirst = False), followed by a JPEG of
 RECORD_SIZE x RECORD_SIZE pixels with the face window's centre at the image centre and
 the window (see geometry.py) spanning the central BASE_SCALE pixels.
+
+Occlusion flags, where the annotation has them (COFW, the rendered faces), travel inside
+the JPEG as a comment segment (data/occlusion.py), so the release's own reader reads
+these records unchanged.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import DataError
+from .occlusion import with_occlusion
 from ..geometry import (BASE_SCALE, DEFAULT_CONVENTION, RECORD_SIZE, transform_points, window_from_box,
                         window_matrix)
 
@@ -29,14 +34,21 @@ def crop_to_record(image_bgr: np.ndarray, points: np.ndarray, box, convention: s
     return img, transform_points(m, points)[:, :2].astype(np.float32)
 
 
-def pack_record(index: int, image_bgr: np.ndarray, points_xy: np.ndarray, quality: int = 95) -> bytes:
-    """Serialise one record exactly as the release laid it out."""
+def pack_record(index: int, image_bgr: np.ndarray, points_xy: np.ndarray, quality: int = 95,
+                occluded=None) -> bytes:
+    """Serialise one record exactly as the release laid it out (plus the occlusion
+    comment when `occluded` is given)."""
     pts = np.asarray(points_xy, dtype=np.float32)[:, :2]
     if pts.shape != (NUM_POINTS, 2):
         raise ValueError(f"expected {NUM_POINTS}x2 points, got {pts.shape}")
     label = pts[:, ::-1].reshape(-1)  # (y, x) per point
     header = mx.recordio.IRHeader(0, label, int(index), 0)
-    return mx.recordio.pack_img(header, image_bgr, quality=quality, img_fmt=".jpg")
+    if occluded is None:
+        return mx.recordio.pack_img(header, image_bgr, quality=quality, img_fmt=".jpg")
+    ok, jpeg = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return mx.recordio.pack(header, with_occlusion(jpeg.tobytes(), occluded))
 
 
 def unpack_record(buf: bytes, source: str = "<record>", decode: bool = True) -> tuple:

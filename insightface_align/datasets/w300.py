@@ -14,6 +14,7 @@ from .base import NUM_POINTS, Reader, SkipSample, checked_points, require_file, 
 from .images import find_image
 from .pts import read_pts
 from .sample import FaceSample
+from .synth_meta import OcclusionIndex
 
 PTS_ORIGIN = 1.0
 MENPO_PROFILE_POINTS = 39
@@ -28,6 +29,7 @@ class PtsReader(Reader):
         super().__init__()
         self.roots = [os.fspath(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
         self.origin = float(origin)
+        self.occlusion = OcclusionIndex()  # rendered sets carry occlusion flags in synth_meta.jsonl
         for root in self.roots:
             if not os.path.isdir(root):
                 raise DataError(root, "input folder not found")
@@ -49,7 +51,8 @@ class PtsReader(Reader):
             raise DataError(path, f"n_points is {raw.shape[0]}, expected {NUM_POINTS}")
         image = require_file(find_image(os.path.splitext(path)[0]), "image (same name, any format OpenCV reads)", path)
         points = checked_points(raw - self.origin, path)
-        return FaceSample(image_path=image, points=points, source=os.path.relpath(path, root))
+        return FaceSample(image_path=image, points=points, occluded=self.occlusion.lookup(path),
+                          source=os.path.relpath(path, root))
 
 
 class W300Reader(PtsReader):

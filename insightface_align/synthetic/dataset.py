@@ -25,11 +25,11 @@ from dataclasses import asdict
 import cv2
 import numpy as np
 
+from ..datasets.synth_meta import META_NAME
 from ..datasets.writers import MAT_ORIGIN, atomic_write_bytes, write_aflw2000_mat, write_jpeg, write_pts
 from ..fileio import directory_mode
 from .generate import SynthConfig, SyntheticFace, make_face
 
-META_NAME = "synth_meta.jsonl"
 
 
 def item_name(mode: str, index: int) -> str:
