@@ -68,16 +68,19 @@ def pack_cmd(faces, out, name="t", workers=2):
             str(out), "--name", name, "--workers", str(workers), "--no-progress"]
 
 
-def start_and_wait_for_workers(cmd, min_children=3, timeout=60.0):
+def start_frozen_mid_pack(cmd, out, timeout=60.0):
+    """Start a packer and freeze it (SIGSTOP) once its staging folder and its pool processes
+    exist, so a signal always lands in the middle of the work; returns (process, its
+    descendants). The caller sends SIGCONT after its signal."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     end = time.time() + timeout
-    seen = set()
     while time.time() < end and proc.poll() is None:
-        seen |= descendants(proc.pid)
-        if len(seen) >= min_children:
+        staged = out.exists() and [n for n in os.listdir(out) if n.startswith(".t.pack-")]
+        if staged and len(descendants(proc.pid)) >= 3:
+            os.kill(proc.pid, signal.SIGSTOP)
             break
-        time.sleep(0.1)
-    return proc, seen
+        time.sleep(0.01)
+    return proc, descendants(proc.pid)
 
 
 def read_all(rec):
@@ -97,10 +100,9 @@ def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, tmp_path, sig
     out = tmp_path / "out"
     assert subprocess.run(pack_cmd(faces, out, workers=1), env=ENV, capture_output=True).returncode == 0
     before = {n: (out / n).read_bytes() for n in ("t.rec", "t.idx", "t.lst")}
-    proc, seen = start_and_wait_for_workers(pack_cmd(faces, out))
-    time.sleep(0.5)
-    seen |= descendants(proc.pid)
+    proc, seen = start_frozen_mid_pack(pack_cmd(faces, out), out)
     proc.send_signal(sig)
+    os.kill(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "Traceback" not in err, err
@@ -115,15 +117,21 @@ def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, tmp_path, sig
 
 
 def test_two_packers_racing_on_one_set(faces, tmp_path):
+    """The first packer is frozen (SIGSTOP) while it holds the set, so the second always meets it."""
     out = tmp_path / "out"
     first = subprocess.Popen(pack_cmd(faces, out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
-    second = subprocess.run(pack_cmd(faces, out), env=ENV, capture_output=True, text=True)
+    end = time.time() + 60
+    while time.time() < end and not (out.exists() and [n for n in os.listdir(out) if n.startswith(".t.pack-")]):
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run(pack_cmd(faces, out), env=ENV, capture_output=True, text=True, timeout=120)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, err = first.communicate(timeout=120)
-    codes = sorted([first.returncode, second.returncode])
-    assert codes == [0, 2], (first.returncode, err, second.returncode, second.stderr)
-    loser = second.stderr if second.returncode else err
-    assert "another pack" in loser and "Traceback" not in loser
+    assert first.returncode == 0, err
+    assert second.returncode == 2, second.stderr
+    assert "another pack" in second.stderr and "Traceback" not in second.stderr
     assert read_all(str(out / "t.rec")) == 160
 
 
