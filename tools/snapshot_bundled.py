@@ -25,7 +25,8 @@ from dataclasses import replace
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from insightface_align.checkpoint import latest_step  # noqa: E402
+from insightface_align.checkpoint import MODEL_KEYS, latest_step  # noqa: E402
+from insightface_align.geometry import DEFAULT_CONVENTION  # noqa: E402
 from insightface_align.cli.common import HelpFormatter  # noqa: E402
 from insightface_align.fileio import atomic_write  # noqa: E402
 from insightface_align.recipe import load_recipe  # noqa: E402
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     pkg = os.path.join(args.package, "model")
     shutil.copyfile(src["params"], pkg + "-0000.params")
     atomic_write(pkg + "-symbol.json", symbol, "w")
-    keep = {k: meta[k] for k in ("recipe", "network", "heatmap_loss") if k in meta}
+    keep = {k: meta[k] for k in MODEL_KEYS if k in meta}
+    keep.setdefault("convention", DEFAULT_CONVENTION)  # checkpoints written before the key: centred
     keep["network"] = NetConfig.from_dict(meta["network"]).to_dict()  # architecture only
     keep["trained_steps"] = step
     atomic_write(pkg + "-0000.json", json.dumps(keep, indent=1), "w")
