@@ -12,6 +12,11 @@ from .heatmaps import DEFAULT_DECODER, decode, decode_release, flip_average, tar
 from .metrics import RELEASE_NORMALISERS, per_image_nme, release_nme
 
 
+def _concat(parts: list, empty_shape: tuple) -> np.ndarray:
+    """The per-batch arrays joined, or an empty array of `empty_shape` when there are none."""
+    return np.concatenate(parts) if parts else np.zeros(empty_shape)
+
+
 def heatmap_batches(model, rec_path: str, data_cfg: DataConfig, flip_tta: bool = False, progress=None,
                     excluded: list | None = None):
     """Yield (heatmaps, gt points in the input frame, record ids, crop flags) per batch of a
@@ -76,10 +81,9 @@ def predict_rec_decoders(model, rec_path: str, data_cfg: DataConfig, decoders, f
             peaks[d].append(peak)
         gts.append(gt)
         ids.append(rid)
-    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
-    return {"preds": {d: cat(preds[d], (0, 68, 2)) for d in decoders},
-            "confidences": {d: cat(peaks[d], (0, 68)) for d in decoders},
-            "gt": cat(gts, (0, 68, 2)), "record_id": cat(ids, (0,)).astype(np.int64), "widened": widened,
+    return {"preds": {d: _concat(preds[d], (0, 68, 2)) for d in decoders},
+            "confidences": {d: _concat(peaks[d], (0, 68)) for d in decoders},
+            "gt": _concat(gts, (0, 68, 2)), "record_id": _concat(ids, (0,)).astype(np.int64), "widened": widened,
             "excluded": excluded}
 
 
@@ -101,8 +105,8 @@ def release_protocol(model, rec_path: str, data_cfg: DataConfig, landmark_type: 
     (int(x), the one-pixel validation target it renders at input size) over the
     eye-centre distance (2d) or landmark-box diagonal (3d) of those pixels.
 
-    Returns per-image `nme`, `pred` (input pixels), `record_id`, `skipped` (record ids outside the widest crop),
-    `excluded` (unreadable records) and the `normaliser` used.
+    Returns per-image `nme`, `pred` (input pixels), `record_id`, `skipped` (record ids
+    outside the widest crop), `excluded` (unreadable records) and the `normaliser` used.
     """
     if landmark_type not in ("2d", "3d"):
         raise ValueError(f"landmark_type must be 2d or 3d, got {landmark_type!r}")
@@ -120,6 +124,6 @@ def release_protocol(model, rec_path: str, data_cfg: DataConfig, landmark_type: 
         errors.append(release_nme(pred, gt, landmark_type))
         preds.append(pred)
         ids.append(rid)
-    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
-    return {"nme": cat(errors, (0,)), "pred": cat(preds, (0, 68, 2)), "record_id": cat(ids, (0,)).astype(np.int64), "skipped": skipped,
-            "excluded": excluded, "normaliser": RELEASE_NORMALISERS[landmark_type]}
+    return {"nme": _concat(errors, (0,)), "pred": _concat(preds, (0, 68, 2)),
+            "record_id": _concat(ids, (0,)).astype(np.int64), "skipped": skipped, "excluded": excluded,
+            "normaliser": RELEASE_NORMALISERS[landmark_type]}

@@ -35,7 +35,8 @@ def parse_args(argv=None):
     dev.add_argument("--gpus", default=None, help="comma-separated GPU ids, e.g. 0,1")
     dev.add_argument("--cpus", type=int, default=None, help="number of CPU contexts (default 1)")
     p.add_argument("--kvstore", default=None, help="local | device | dist_sync (default: device on GPUs, else local)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest intact checkpoint (damaged newer ones are "
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's newest intact checkpoint (damaged newer ones are "
                         "named and skipped)")
     p.add_argument("--reset-optimizer", action="store_true",
                    help="with --resume: start the optimizer afresh (when its .states file is missing or unwanted)")
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
         if args.pretrained:
             prefix, _, epoch = args.pretrained.rpartition(",")
             if not prefix or not epoch.isdigit():
-                raise AlignError(f"--pretrained {args.pretrained!r}: expected PREFIX,EPOCH (e.g. runs/sdu-2d/model,30000)")
+                raise AlignError(f"--pretrained {args.pretrained!r}: expected PREFIX,EPOCH "
+                                 "(e.g. runs/sdu-2d/model,30000)")
             pretrained = (prefix, int(epoch))
             check_ndarray_file("%s-%04d.params" % pretrained)  # a missing or damaged file fails before any work
         data = Path(args.data)

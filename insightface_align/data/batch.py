@@ -14,9 +14,9 @@ from .augment import (compose, crop_matrix, decode_matrix, input_to_heatmap, lin
                       random_crop, random_pair_transform, sample_rng)
 from .config import DataConfig
 from .flip import FLIP_PERMUTATION
+from .occlusion import occlusion_flags
 from .photometric import augment
 from .recfile import RecordFile
-from .occlusion import occlusion_flags
 from .targets import render_heatmaps
 
 NUM_POINTS = 68
@@ -123,7 +123,8 @@ class BatchBuilder:
         jpeg, pts, rid = self.records.read_sample(i)
         plan = self._plan(epoch, int(self.records.keys[i]), pts.astype(np.float64))
         img, dec = self._decode(jpeg, plan[0], where)
-        occluded = occlusion_flags(jpeg)
+        # Only a config that treats occluded points differently reads their flags.
+        occluded = occlusion_flags(jpeg) if self.cfg.occluded_sigma is not None else None
         return img, dec, pts, NO_OCCLUSION if occluded is None else occluded, rid, plan
 
     def explain(self, i: int) -> str:
@@ -188,8 +189,9 @@ class BatchBuilder:
             render_heatmaps(hm_points, cfg.heatmap_size, cfg.sigma, cfg.round_centre, out=out["softmax_label"])
             if cfg.occluded_sigma is not None and hidden.any():
                 # Occluded points: a wider target, so the model learns to spread its belief there.
-                wide = render_heatmaps(hm_points, cfg.heatmap_size, cfg.occluded_sigma, cfg.round_centre)
-                out["softmax_label"][hidden] = wide[hidden]
+                wide = render_heatmaps(hm_points[hidden][None], cfg.heatmap_size, cfg.occluded_sigma,
+                                       cfg.round_centre)
+                out["softmax_label"][hidden] = wide[0]
         else:
             out["coord_label"][...] = hm_points
         out["bad_records"][0] = bad_total

@@ -14,6 +14,20 @@ OCCLUSION_TAG = b"insightface-align occluded:"
 _SOI, _COM = b"\xff\xd8", b"\xff\xfe"
 
 
+def _header_segments(jpeg: bytes, limit: int = 16):
+    """(offset, marker, length) of the APPn and comment segments right after the SOI, at
+    most `limit` of them; stops at anything else or at a segment cut short."""
+    pos = 2
+    for _ in range(limit):
+        if len(jpeg) < pos + 4 or jpeg[pos] != 0xFF:
+            return
+        marker, length = jpeg[pos + 1], int.from_bytes(jpeg[pos + 2:pos + 4], "big")
+        if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
+            return
+        yield pos, marker, length
+        pos += 2 + length
+
+
 def with_occlusion(jpeg: bytes, occluded) -> bytes:
     """The JPEG with a comment segment holding the 68 occlusion flags, after its SOI and
     any APPn segments (so a JFIF header stays first)."""
@@ -22,8 +36,10 @@ def with_occlusion(jpeg: bytes, occluded) -> bytes:
         raise ValueError(f"expected {NUM_POINTS} occlusion flags, got {flags.size}")
     body = OCCLUSION_TAG + b"".join(b"1" if f else b"0" for f in flags)
     pos = 2
-    while pos + 4 <= len(jpeg) and jpeg[pos] == 0xFF and 0xE0 <= jpeg[pos + 1] <= 0xEF:
-        pos += 2 + int.from_bytes(jpeg[pos + 2:pos + 4], "big")
+    for at, marker, length in _header_segments(jpeg):
+        if marker > 0xEF:
+            break
+        pos = at + 2 + length
     return jpeg[:pos] + _COM + (len(body) + 2).to_bytes(2, "big") + body + jpeg[pos:]
 
 
@@ -31,17 +47,11 @@ def occlusion_flags(jpeg: bytes):
     """(68,) bool occlusion flags of a record's JPEG, or None when it carries none."""
     if jpeg[:2] != _SOI:
         return None
-    pos = 2
-    for _ in range(16):  # the flags sit among the first few header segments
-        if jpeg[pos:pos + 1] != b"\xff" or len(jpeg) < pos + 4:
-            return None
-        marker, length = jpeg[pos + 1], int.from_bytes(jpeg[pos + 2:pos + 4], "big")
-        if jpeg[pos:pos + 2] == _COM and jpeg[pos + 4:pos + 2 + length].startswith(OCCLUSION_TAG):
-            flags = jpeg[pos + 4 + len(OCCLUSION_TAG):pos + 2 + length]
+    for pos, marker, length in _header_segments(jpeg):
+        body = jpeg[pos + 4:pos + 2 + length]
+        if marker == 0xFE and body.startswith(OCCLUSION_TAG):
+            flags = body[len(OCCLUSION_TAG):]
             if len(flags) != NUM_POINTS or set(flags) - {48, 49}:
                 return None
             return np.frombuffer(flags, dtype=np.uint8) == 49
-        if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
-            return None
-        pos += 2 + length
     return None

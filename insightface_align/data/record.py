@@ -16,9 +16,9 @@ import mxnet as mx
 import numpy as np
 
 from ..errors import DataError
-from .occlusion import with_occlusion
 from ..geometry import (BASE_SCALE, DEFAULT_CONVENTION, RECORD_SIZE, transform_points, window_from_box,
                         window_matrix)
+from .occlusion import with_occlusion
 
 NUM_POINTS = 68
 
@@ -43,12 +43,12 @@ def pack_record(index: int, image_bgr: np.ndarray, points_xy: np.ndarray, qualit
         raise ValueError(f"expected {NUM_POINTS}x2 points, got {pts.shape}")
     label = pts[:, ::-1].reshape(-1)  # (y, x) per point
     header = mx.recordio.IRHeader(0, label, int(index), 0)
-    if occluded is None:
-        return mx.recordio.pack_img(header, image_bgr, quality=quality, img_fmt=".jpg")
+    # The JPEG encoding of mx.recordio.pack_img, with the occlusion comment added when given.
     ok, jpeg = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    return mx.recordio.pack(header, with_occlusion(jpeg.tobytes(), occluded))
+    jpeg = jpeg.tobytes()
+    return mx.recordio.pack(header, jpeg if occluded is None else with_occlusion(jpeg, occluded))
 
 
 def unpack_record(buf: bytes, source: str = "<record>", decode: bool = True) -> tuple:

@@ -12,9 +12,9 @@ import os
 import numpy as np
 
 from ..errors import DataError
+from .base import NUM_POINTS
 
 META_NAME = "synth_meta.jsonl"
-NUM_POINTS = 68
 
 
 def read_occlusion(path: str) -> dict:
