@@ -31,6 +31,7 @@ setup(
         "opencv-python-headless>=4.5",
         "scikit-image>=0.19",
         "scipy>=1.8",
+        "simplejpeg>=1.9",
         "PyYAML>=5.4",
         "tqdm>=4.60",
         "matplotlib>=3.5",

@@ -159,7 +159,15 @@ def test_bench_data_writes_its_table(tmp_path):
                                               "CPU ms/sample"], lambda page: bench_data.main(
         ["--records", "8", "--batch-size", "4", "--batches", "1", "--workers", "0", "--markdown", page]))
     assert [tuple(cells(r)[:3]) for r in rows] == [(t, r, "0") for t in ("heatmap", "coords")
-                                                  for r in ("never", "auto", "always")]
+                                                  for r in ("never", "auto", "always")] + [
+        ("recipe bundled-2d", "auto", "0")]
+    note = (tmp_path / "page.md").read_text(encoding="utf-8")
+    assert "JPEG decoding of the first 8 records" in note and "OpenCV imdecode" in note and "simplejpeg" in note
+
+
+def test_bench_data_refuses_an_unknown_recipe_before_the_run(capsys):
+    assert bench_data.main(["--recipe", "no-such-recipe", "--records", "8"]) == 2
+    assert "no recipe 'no-such-recipe'" in capsys.readouterr().err
 
 
 # ---- the page is never lost ---------------------------------------------------------------------

@@ -338,3 +338,36 @@ def test_batches_stay_valid_for_the_next_fetch_and_copies_for_ever(rec12, worker
             it.next()
         np.testing.assert_array_equal(b0.data[0].asnumpy(), ref2)
         np.testing.assert_array_equal(ref2, ref[0])
+
+
+_READER_RACE = textwrap.dedent("""
+    import sys
+    import mxnet as mx
+    import numpy as np
+    from insightface_align.data.iterator import _wait_for_readers
+
+    wait = sys.argv[1] == "wait"
+    buf = np.ones((4, 4), np.float32)
+    writer = buf.view()                    # the slot's own view (from_numpy locks the one it gets)
+    nd = mx.nd.from_numpy(buf, zero_copy=True)
+    big = mx.nd.ones((1500, 1500))
+    slow = big
+    for _ in range(6):                     # ~ a second of queued work before the read
+        slow = mx.nd.dot(slow, big) * 1e-4
+    read = nd + slow[0, 0] * 0             # reads nd only after the slow chain
+    if wait:
+        _wait_for_readers(nd)
+    writer[:] = 7                          # the iterator refilling the slot
+    print(float(read.asnumpy().max()))
+""")
+
+
+@pytest.mark.parametrize("wait", ["wait", "no-wait"])
+def test_slot_is_refilled_only_after_queued_readers_finish(wait):
+    """Zero-copy batches: a read queued on the threaded engine must see the batch it was
+    given, not the next one written into the same buffer (and without the wait it does not)."""
+    env = dict(os.environ, MXNET_ENGINE_TYPE="ThreadedEnginePerDevice", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _READER_RACE, wait], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[-1]) == (1.0 if wait == "wait" else 7.0)

@@ -1,7 +1,9 @@
 """Photometric augmentation: pixels change, geometry does not; each switch really switches."""
+import cv2
 import numpy as np
 import pytest
 
+from insightface_align.data import photometric
 from insightface_align.data.config import DataConfig
 from insightface_align.data.iterator import AlignIter
 from insightface_align.data.photometric import Photometric, augment
@@ -61,3 +63,47 @@ def test_each_operation_does_what_it_says():
 def test_bad_probabilities_are_config_errors(bad):
     with pytest.raises(ConfigError):
         Photometric.from_dict(bad)
+
+
+def _colour_reference(img, u):
+    """The colour operation step by step in floats (what its single colour matrix must equal)."""
+    f = img.astype(np.float64)
+    f = f * (0.6 + 0.8 * u[0]) + (-30 + 60 * u[1])
+    mean = f.mean()
+    f = (f - mean) * (0.6 + 0.8 * u[2]) + mean
+    grey = f.mean(axis=2, keepdims=True)
+    f = grey + (f - grey) * (0.5 + u[3])
+    f *= 0.9 + 0.2 * u[4:7]
+    return np.clip(np.rint(f), 0, 255)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_colour_matrix_equals_the_step_by_step_jitter(seed):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    u = rng.random(8)
+    u[7] = 8.5 / 17   # no hue shift
+    got = photometric._colour(img, u).astype(float)
+    assert np.abs(got - _colour_reference(img, u)).max() <= 1.0
+
+
+def test_noise_has_its_drawn_strength_and_differs_between_draws():
+    img = np.full((128, 128, 3), 128, np.uint8)
+    u = np.array([0.5, 0.0, 0.3, 0.7, 0, 0, 0, 0])         # sigma 7, chroma 0.2 * 7
+    a = photometric._noise(img, u).astype(float)
+    shot = np.sqrt(128 / 255 + 0.05)
+    expected = shot * np.hypot(7.0, 1.4)
+    assert abs(a.std() - expected) < 0.1 * expected
+    assert abs(a.mean() - 128) < 0.5
+    b = photometric._noise(img, np.array([0.5, 0.0, 0.9, 0.1, 0, 0, 0, 0])).astype(float)
+    assert np.abs(a - b).mean() > 1.0
+    big = np.full((600, 600, 3), 128, np.uint8)   # larger than the table of normals: fresh ones
+    assert abs(photometric._noise(big, u).astype(float).std() - expected) < 0.1 * expected
+
+
+def test_jpeg_operation_keeps_the_image_close():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (128, 128, 3)).astype(np.uint8), (0, 0), 2)
+    out = photometric._jpeg(img, np.full(8, 0.5))
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert 0 < np.abs(out.astype(float) - img).mean() < 4

@@ -3,8 +3,10 @@
 
 Packs a synthetic release-layout .rec when none is given, then times AlignIter with
 coherent pairs for heatmap and coordinate targets, with and without reduced-resolution
-JPEG decoding, in-process and with workers, and profiles one in-process run to split
-the time into read / decode / warp / targets / batching.
+JPEG decoding, in-process and with workers, then a recipe's own training iterator
+(augmentation and photometric set included); times the record decoder against OpenCV's
+imdecode on the same records; and profiles one in-process run to split the time into
+read / decode / warp / targets / batching.
 
     tools/bench_data.py --rec data/synth2d/train.rec
     tools/bench_data.py --rec data/synth2d/train.rec --markdown docs/benchmarks.md   (make bench-data)
@@ -33,11 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from insightface_align.cli.common import HelpFormatter, error  # noqa: E402
 from insightface_align.data.config import DataConfig  # noqa: E402
 from insightface_align.data.iterator import AlignIter  # noqa: E402
+from insightface_align.data.recfile import RecordFile  # noqa: E402
 from insightface_align.data.testing import random_face, write_release_rec  # noqa: E402
+from insightface_align.errors import AlignError  # noqa: E402
 
 MARKDOWN_TAG = "tools/bench_data.py"
 STAGES = {  # profile function name -> stage (cv2 builtins appear as '<name>')
-    "imdecode": "decode", "warpAffine": "warp", "render_heatmaps": "targets",
+    "decode_bgr": "decode", "warpAffine": "warp", "render_heatmaps": "targets",
     "read_sample": "read", "_plan": "augment plan",
 }
 
@@ -77,6 +81,47 @@ def run(rec: str, cfg: DataConfig, batches: int) -> tuple:
         wall = time.perf_counter() - t
         cpu = time.process_time() + sum(proc_cpu_seconds(p) for p in it.worker_pids) - cpu0
         return n / wall, 1e3 * cpu / n
+
+
+def recipe_config(name: str, batch_size: int, workers: int) -> DataConfig:
+    """The training iterator's config of a recipe, at this batch size and worker count."""
+    from insightface_align.recipe import load_recipe
+    from insightface_align.train import data_config, loss_config
+
+    recipe = load_recipe(name)
+    return data_config(recipe, loss_config(recipe), batch_size, True, seed=0, num_workers=workers)
+
+
+def decode_times(rec: str, count: int = 200, rounds: int = 3) -> list:
+    """[(decoder, resolution, microseconds per record)]: OpenCV's imdecode and data/jpeg.py on the
+    same records, alternating, best of `rounds` (the iterator's decoder against the one it replaces)."""
+    import cv2
+
+    from insightface_align.data.jpeg import decode_bgr, decode_with_opencv
+
+    cv2.setNumThreads(1)   # as in the workers
+    records = RecordFile(rec)
+    payloads = [records.read_sample(i)[0] for i in range(min(count, len(records)))]
+    best = {}
+    for _ in range(rounds):
+        for name, fn in (("OpenCV imdecode", decode_with_opencv), ("simplejpeg (data/jpeg.py)", decode_bgr)):
+            for half in (False, True):
+                t = time.perf_counter()
+                for payload in payloads:
+                    fn(payload, half)
+                per = 1e6 * (time.perf_counter() - t) / len(payloads)
+                key = (name, "half" if half else "full")
+                best[key] = min(best.get(key, per), per)
+    return [(name, res, us) for (name, res), us in best.items()]
+
+
+def decode_note(times: list, count: int) -> str:
+    """One sentence comparing the decoders (the block holds one table)."""
+    us = {(name, res): v for name, res, v in times}
+    names = sorted({name for name, _, _ in times}, key=lambda n: n.startswith("simplejpeg"))
+    parts = [f"{name} {us[(name, 'full')]:,.0f} µs full / {us[(name, 'half')]:,.0f} µs half resolution"
+             for name in names]
+    return f"JPEG decoding of the first {count} records, per record, best of 3 alternating rounds: " + "; ".join(parts) + "."
 
 
 def profile(rec: str, cfg: DataConfig, batches: int) -> tuple:
@@ -130,11 +175,19 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", default="both", choices=["affine", "flip", "both", "none"],
                     help="coherent pairs of the batches (none: plain samples)")
     ap.add_argument("--sigma", type=float, default=1.0, help="heatmap Gaussian sigma (px)")
+    ap.add_argument("--recipe", default="bundled-2d",
+                    help="also time this recipe's own training iterator (its augmentation, photometric set, "
+                         "pairs and occlusion-aware targets) at the same batch size; 'none' skips it")
     ap.add_argument("--markdown", metavar="PAGE", default=None,
                     help="also write the throughput table into this markdown page, between its generated-table "
                          "markers (see the description above); the rest of the page is kept")
     args = ap.parse_args(argv)
     pairs = None if args.pairs == "none" else args.pairs
+    if args.recipe != "none":
+        try:
+            recipe_config(args.recipe, args.batch_size, 0)   # an unknown or broken recipe fails before the run
+        except AlignError as exc:
+            return error(str(exc))
     if args.markdown:
         from insightface_align.benchmarks import command_line, load_average, markdown_problem
 
@@ -163,6 +216,18 @@ def main(argv=None) -> int:
                     est = 1e3 / cpu_ms * min(ncpu, max(nw, 1))
                     print(f"{label_mode:8} {reduced:7} {nw:7d} {rate:10.0f} {cpu_ms:14.3f} {est:22.0f}",
                           flush=True)
+        if args.recipe != "none":
+            for nw in args.workers:
+                cfg = recipe_config(args.recipe, args.batch_size, nw)
+                rate, cpu_ms = run(rec, cfg, args.batches)
+                rows.append((f"recipe {args.recipe}", cfg.reduced_decode, nw, rate, cpu_ms))
+                print(f"{'recipe ' + args.recipe:8} {cfg.reduced_decode:7} {nw:7d} {rate:10.0f} {cpu_ms:14.3f}",
+                      flush=True)
+        decoded = min(200, len(RecordFile(rec)))
+        times = decode_times(rec, decoded)
+        print()
+        for name, res, us in times:
+            print(f"decode {res:4} {name:26} {us:8.0f} us/record")
         for reduced in ("never", "always"):
             cfg = DataConfig(batch_size=args.batch_size, pairs=pairs, sigma=args.sigma, reduced_decode=reduced)
             total, stages = profile(rec, cfg, args.batches)
@@ -176,6 +241,7 @@ def main(argv=None) -> int:
 
         source = f"{args.records} synthetic records packed by the tool" if not args.rec else None
         write_markdown(args.markdown, MARKDOWN_TAG, data_table(rows), command, load_before,
+                       notes=(decode_note(times, decoded),),
                        extra=tuple(x for x in (f"batch {args.batch_size}", f"pairs {pairs}", f"sigma {args.sigma:g}",
                                                f"{plural(args.batches, 'timed batch', 'es')} per row", source) if x))
     return 0

@@ -14,6 +14,7 @@ from .augment import (compose, crop_matrix, decode_matrix, input_to_heatmap, lin
                       random_crop, random_pair_transform, sample_rng)
 from .config import DataConfig
 from .flip import FLIP_PERMUTATION
+from .jpeg import decode_bgr
 from .occlusion import occlusion_flags
 from .photometric import augment
 from .recfile import RecordFile
@@ -86,8 +87,7 @@ class BatchBuilder:
         reduced = cfg.reduced_decode == "always" or (
             cfg.reduced_decode == "auto" and cfg.train and cfg.convention == "centred"
             and max(linear_scale(m) for m, _ in mats) <= 0.5 + 1e-9)
-        flag = cv2.IMREAD_REDUCED_COLOR_2 if reduced else cv2.IMREAD_COLOR
-        img = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), flag)
+        img = decode_bgr(jpeg, half=reduced)
         if img is None:
             raise DataError(where, "payload is not a decodable JPEG")
         factor = 2 if reduced else 1

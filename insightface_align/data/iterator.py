@@ -256,12 +256,11 @@ def _wait_for_readers(nd):
     """Block until every engine operation queued on `nd` (e.g. Module's copy of the
     batch into its executors) has finished, so its buffer can be refilled.
 
-    A one-element write shares the array's engine variable, so the engine orders it
-    after all pending reads; waiting for it waits for them.
+    MXNet's wait-to-write (reached through to_dlpack_for_write, whose capsule is then
+    dropped) waits for pending reads without queueing an operation of its own, so the
+    engine's OpenMP threads are not woken (and left spinning) once per batch.
     """
-    flat = nd.reshape((-1,))
-    flat[0:1] = 0
-    flat.wait_to_read()
+    mx.nd.to_dlpack_for_write(nd)
 
 
 def _close_pool(pool):

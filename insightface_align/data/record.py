@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import DataError
 from ..geometry import (BASE_SCALE, DEFAULT_CONVENTION, RECORD_SIZE, transform_points, window_from_box,
                         window_matrix)
+from .jpeg import decode_bgr
 from .occlusion import with_occlusion
 
 NUM_POINTS = 68
@@ -63,7 +64,7 @@ def unpack_record(buf: bytes, source: str = "<record>", decode: bool = True) -> 
     pts = label.reshape(NUM_POINTS, 2)[:, ::-1].copy()
     if not decode:
         return payload, pts, int(header.id)
-    img = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
+    img = decode_bgr(payload)
     if img is None:
         raise DataError(source, f"record {header.id}: payload is not a decodable image")
     return img, pts, int(header.id)

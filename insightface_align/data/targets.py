@@ -7,6 +7,7 @@ all-zero map.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ..heatmaps import inside, nearest_pixel
 
@@ -52,7 +53,9 @@ def _render_patches(centre, ok, size, sigma, radius, out):
     """Zero the maps, then write a (2r+1)^2 Gaussian patch per visible point.
 
     The patch is shifted inwards at the borders (never clipped), so every pixel within
-    `radius` of the point gets its exact value with one flat scatter for the batch.
+    `radius` of the point gets its exact value. The patches are written through one
+    strided view (map, top, left) -> (2r+1, 2r+1) window of `out`, one indexed
+    assignment for the batch (several times faster than a flat per-pixel scatter).
     """
     n, k = centre.shape[:2]
     w = 2 * radius + 1
@@ -60,11 +63,12 @@ def _render_patches(centre, ok, size, sigma, radius, out):
     nn, kk = np.nonzero(ok)
     c = centre[nn, kk]                                                   # (M, 2)
     start = np.clip(nearest_pixel(c).astype(np.int64) - radius, 0, size - w)
-    grid = start[:, :, None] + np.arange(w)                              # (M, 2, w)
-    d = (grid - c[:, :, None]).astype(np.float32)
+    d = (start[:, :, None] + np.arange(w) - c[:, :, None]).astype(np.float32)   # (M, 2, w)
     prof = np.exp(d * d * np.float32(-0.5 / (sigma * sigma)))
     vals = prof[:, 1, :, None] * prof[:, 0, None, :]                     # (M, w, w)
-    base = (nn * k + kk) * (size * size)
-    flat = base[:, None, None] + grid[:, 1, :, None] * size + grid[:, 0, None, :]
-    out.reshape(-1)[flat.reshape(-1)] = vals.reshape(-1)
+    maps = out.reshape(n * k, size, size)
+    s_map, s_row, s_col = maps.strides
+    windows = as_strided(maps, (n * k, size - w + 1, size - w + 1, w, w),
+                         (s_map, s_row, s_col, s_row, s_col), writeable=True)
+    windows[nn * k + kk, start[:, 1], start[:, 0]] = vals
     return out
