@@ -120,10 +120,12 @@ class Aligner:
 
     With no prefix (and no model) it loads the bundled 2D model; with no detector it uses
     detect.default_detector() (dlib's HOG, calibrated to the training crops). Images are
-    paths or uint8 arrays, BGR unless `rgb=True` (see `as_bgr`)."""
+    paths or uint8 arrays, BGR unless `rgb=True` (see `as_bgr`). `flip_tta` (on by default)
+    averages each face's heatmaps with those of its mirror image: two network passes for
+    clearly better points (docs/evaluation.md); turn it off for half the inference time."""
 
     def __init__(self, prefix: str | None = None, epoch: int = 0, ctx=None, batch_size: int = 1, detector=None,
-                 decoder: str = DEFAULT_DECODER, flip_tta: bool = False, model=None, winograd: bool = False):
+                 decoder: str = DEFAULT_DECODER, flip_tta: bool = True, model=None, winograd: bool = False):
         if model is None:
             from .model import HeatmapModel  # lazy: MXNet is imported only to load a checkpoint
 

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT
 from insightface_align.aligner import ARCFACE_112, Aligner, arcface_align, five_points
+from insightface_align.geometry import invert_affine, transform_points
 
 RNG = np.random.RandomState(0)
 # 68 colours on a 5-level grid: any two differ by >= 45 in some channel, far above the match threshold.
@@ -57,7 +58,7 @@ def test_points_come_back_in_image_coordinates(box):
     """The crop, the decoder and the inverse map agree: an oracle that only sees the crop
     returns the dots, and the Aligner puts them back where they were drawn."""
     pts = _points()
-    aligner = Aligner(model=ColourOracle(), detector=lambda img: [])
+    aligner = Aligner(model=ColourOracle(), flip_tta=False, detector=lambda img: [])
     face = aligner.get(_dotted_image(pts), bbox=box)
     err = np.linalg.norm(face.points - pts, axis=1)
     # 2x down-sampling to 64x64 heatmaps and quarter-pixel decoding: about a heatmap pixel at most.
@@ -74,11 +75,11 @@ def test_detector_callable_and_no_face():
         calls.append(img.shape)
         return [(10, 10, 30, 30), (160, 110, 240, 190)]  # the larger box wins
 
-    aligner = Aligner(model=ColourOracle(), detector=detector)
+    aligner = Aligner(model=ColourOracle(), flip_tta=False, detector=detector)
     face = aligner.get(_dotted_image(pts))
     assert calls and face.box == (160.0, 110.0, 240.0, 190.0)
     assert len(aligner.get_all(_dotted_image(pts))) == 2
-    assert Aligner(model=ColourOracle(), detector=lambda img: []).get(_dotted_image(pts)) is None
+    assert Aligner(model=ColourOracle(), flip_tta=False, detector=lambda img: []).get(_dotted_image(pts)) is None
 
 
 def test_bundled_detectors_load_and_find_nothing_in_noise():
@@ -264,7 +265,7 @@ class _BoxDetector:
 
 def test_aligner_accepts_paths_grey_bgra_and_rgb_alike(tmp_path):
     pts = _points()
-    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    aligner = Aligner(model=ColourOracle(), flip_tta=False, detector=_BoxDetector())
     bgr = _dotted_image(pts)
     box = (150, 100, 250, 200)
     ref = aligner.get(bgr, bbox=box).points
@@ -291,7 +292,7 @@ def test_aligner_accepts_paths_grey_bgra_and_rgb_alike(tmp_path):
 def test_aligner_refuses_images_it_would_misread(image, message):
     from insightface_align.errors import AlignError
 
-    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    aligner = Aligner(model=ColourOracle(), flip_tta=False, detector=_BoxDetector())
     with pytest.raises(AlignError) as exc:
         aligner.get(image, bbox=(150, 100, 250, 200))
     assert message in str(exc.value)
@@ -307,7 +308,7 @@ def test_aligner_refuses_images_it_would_misread(image, message):
 def test_aligner_refuses_bad_boxes(box, message):
     from insightface_align.aligner import InputError
 
-    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    aligner = Aligner(model=ColourOracle(), flip_tta=False, detector=_BoxDetector())
     with pytest.raises(InputError) as exc:
         aligner.get(_dotted_image(_points()), bbox=box)
     assert message in str(exc.value)
@@ -315,7 +316,7 @@ def test_aligner_refuses_bad_boxes(box, message):
 
 def test_get_batch_detects_when_no_boxes_are_given():
     pts = _points()
-    aligner = Aligner(model=ColourOracle(), detector=_BoxDetector())
+    aligner = Aligner(model=ColourOracle(), flip_tta=False, detector=_BoxDetector())
     empty = np.zeros((300, 400, 3), np.uint8)
     faces = aligner.get_batch([_dotted_image(pts), empty, _dotted_image(pts)])
     assert faces[1] is None and faces[0] is not None
@@ -323,3 +324,33 @@ def test_get_batch_detects_when_no_boxes_are_given():
     assert np.abs(faces[0].points - pts).max() < 1.5
     with pytest.raises(ValueError):
         aligner.get_batch([empty], [(0, 0, 10, 10), (0, 0, 10, 10)])
+
+
+class _Recorder(ColourOracle):
+    """The colour oracle, remembering every batch it is given."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, batch):
+        self.batches.append(np.array(batch))
+        return super().__call__(batch)
+
+
+def test_flip_tta_is_the_default_and_averages_with_the_mirrored_crop():
+    from insightface_align.heatmaps import decode, flip_average
+
+    pts = _points()
+    img, box = _dotted_image(pts), (150, 100, 250, 200)
+    default, single = _Recorder(), _Recorder()
+    with_tta = Aligner(model=default, detector=lambda i: []).get(img, bbox=box)
+    without = Aligner(model=single, detector=lambda i: [], flip_tta=False).get(img, bbox=box)
+    assert len(default.batches) == 2 and len(single.batches) == 1
+    crop = single.batches[0]
+    np.testing.assert_array_equal(default.batches[0], crop)
+    np.testing.assert_array_equal(default.batches[1], crop[..., ::-1])      # the mirror image
+    heat = flip_average(ColourOracle(), crop, ColourOracle()(crop))
+    want, _ = decode(heat, "centroid", 128, "centred")
+    _, m = Aligner(model=ColourOracle(), detector=lambda i: []).crop(img, box)
+    np.testing.assert_allclose(with_tta.points, transform_points(invert_affine(m), want[0])[:, :2], atol=1e-4)
+    assert not np.allclose(with_tta.points, without.points)

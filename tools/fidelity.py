@@ -119,7 +119,8 @@ def project_side(prefix: str, epoch: int, rec: str, jobs: list) -> dict:
     mirror = target_points(mirrored, 128, 64, model.convention, np.ones(len(points), bool))
     protocol = release_protocol(model, rec, DataConfig(batch_size=8, train=False, shuffle=False, num_workers=0,
                                                        last_batch="pad"), "2d")
-    aligner = Aligner(model=HeatmapModel.load(prefix, epoch), decoder="release", detector=lambda image: [])
+    aligner = Aligner(model=HeatmapModel.load(prefix, epoch), decoder="release", flip_tta=False,
+                      detector=lambda image: [])
     aligned = [aligner.get(cv2.imread(path), bbox=box).points for path, box in jobs]
     return {"val_data": np.stack(data), "val_points": np.stack(val), "train_points": train.astype(int),
             "mirror_points": mirror.astype(int), "nme": float(np.mean(protocol["nme"])),

@@ -54,7 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--detector", choices=("hog", "haar"), default="hog",
                    help="face detector: dlib's HOG (falls back to haar without dlib) or OpenCV's Haar cascade")
     p.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER, help="heatmap decoder")
-    p.add_argument("--flip-tta", action="store_true", help="average with the prediction on the mirrored image")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the prediction on the mirrored image (two network passes per face; "
+                        "--no-flip-tta halves the time)")
     p.add_argument("--winograd", action="store_true",
                    help="CPU: the fastest fp32 graph (BN folded, Winograd, depthwise and deconvolution operators)")
     p.add_argument("--no-draw", action="store_true", help="do not write OUT/NAME-landmarks.jpg pictures")
