@@ -19,8 +19,8 @@ from .errors import DataError, library_reason
 from .fileio import atomic_path, atomic_write
 from .optimizer_states import save_states
 
-__all__ = ["MODEL_KEYS", "atomic_write", "checkpoint_problem", "latest_step", "load_config", "load_params",
-           "load_state", "model_config", "resumable_step", "save_checkpoint", "save_params", "saved_steps"]
+__all__ = ["MODEL_KEYS", "atomic_write", "average_params", "checkpoint_problem", "latest_step", "load_config",
+           "load_params", "load_state", "model_config", "resumable_step", "save_checkpoint", "save_params", "saved_steps"]
 
 # What a checkpoint's json says about the model (as opposed to the trainer's state).
 MODEL_KEYS = ("recipe", "network", "heatmap_loss", "convention")
@@ -162,3 +162,40 @@ def load_params(prefix: str, epoch: int) -> tuple:
     if not args:
         raise DataError(path, "no arg: parameters inside")
     return args, aux
+
+
+def average_params(prefix: str, steps) -> tuple:
+    """(arg_params, aux_params): the element-wise mean of checkpoints `steps` of one run.
+
+    Averaging the weights of several checkpoints along one training trajectory (as
+    stochastic weight averaging does) smooths out where a constant learning rate leaves
+    the weights bouncing; BatchNorm's running statistics are averaged alike. The
+    checkpoints must describe the same model (json) and hold the same tensors.
+    """
+    steps = list(steps)
+    if not steps:
+        raise ValueError("no checkpoints to average")
+    first = "%s-%04d" % (prefix, steps[0])
+    model = model_config(prefix, steps[0])
+    sums = None
+    for step in steps:
+        where = "%s-%04d" % (prefix, step)
+        if model_config(prefix, step) != model:
+            raise DataError(where + ".json", f"describes another model than {first}.json")
+        args, aux = load_params(prefix, step)
+        blob = {("arg", k): v for k, v in args.items()}
+        blob.update({("aux", k): v for k, v in aux.items()})
+        if sums is None:
+            sums = {k: v.astype("float64") for k, v in blob.items()}
+            continue
+        if blob.keys() != sums.keys():
+            odd = sorted(set(blob) ^ set(sums))[0]
+            raise DataError(where + ".params", f"tensor {odd[0]}:{odd[1]} is not in every checkpoint")
+        for k, v in blob.items():
+            if v.shape != sums[k].shape:
+                raise DataError(where + ".params", f"{k[0]}:{k[1]} has shape {v.shape}, {first} has "
+                                                   f"{sums[k].shape}")
+            sums[k] += v.astype("float64")
+    mean = {k: (v / len(steps)).astype("float32") for k, v in sums.items()}
+    return ({k: v for (kind, k), v in mean.items() if kind == "arg"},
+            {k: v for (kind, k), v in mean.items() if kind == "aux"})
