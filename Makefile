@@ -35,6 +35,8 @@ RECIPE ?=
 SYNTH_TRAIN ?= 2000
 SYNTH_TEST ?= 300
 WORKERS ?= 2
+# Checkpoints averaged into the packaged bundled model (make snapshot-bundled).
+AVERAGE ?= 4
 # The suite runs one test file per worker process (pytest-xdist), one OpenMP thread each.
 TEST_WORKERS ?= $(WORKERS)
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
@@ -55,7 +57,7 @@ help:
 	@echo "make train-3d [DATA=data/3d] [GPUS=0,1] [RECIPE=sdu-3d]   (no DATA: synthetic set)"
 	@echo "make data-synth-big       the bundled model's rendered training set (BIG_COUNT=100000, resumable)"
 	@echo "make train-bundled        train / continue the bundled model (insightface_align/recipes/bundled-2d.yaml)"
-	@echo "make snapshot-bundled     copy its newest checkpoint into training/ and the package"
+	@echo "make snapshot-bundled     newest checkpoint into training/, mean of the newest AVERAGE into the package"
 	@echo "make stats                Table 1 of the paper for every recipe"
 	@echo "make bench                benchmarks (slow; not part of the tests), with the FAN gauge"
 	@echo "make fan-gauge            .venv-fan: torch + face-alignment, the 4-stack FAN 'bench.py infer' times"
@@ -128,14 +130,15 @@ data-synth-big: $(INSTALLED)
 
 # Train (or continue training) the bundled model; a fresh clone continues from the
 # committed snapshot in training/bundled-2d. snapshot-bundled copies the newest
-# checkpoint back into the repository (training/ and the package's models/).
+# checkpoint back into the repository (training/) and packages the mean of the newest
+# AVERAGE checkpoints (models/; tools/snapshot_bundled.py --average).
 train-bundled: $(INSTALLED)
 	test -f runs/bundled-2d/model-latest.json || { mkdir -p runs && cp -r training/bundled-2d runs/bundled-2d 2>/dev/null || true; }
 	$(RUN_ENV) $(PY) tools/train.py --recipe bundled-2d --data data/synth2d-big --val test --cpus 1 \
 		--num-workers $(WORKERS) --out runs/bundled-2d --resume --no-progress
 
 snapshot-bundled: $(INSTALLED)
-	$(PY) tools/snapshot_bundled.py --run runs/bundled-2d
+	$(PY) tools/snapshot_bundled.py --run runs/bundled-2d --average $(AVERAGE)
 
 data-2d: $(INSTALLED)
 	@test -n "$(DATA)" || { echo "usage: make data-2d DATA=/path/to/benchmark/folders"; exit 2; }
