@@ -19,16 +19,18 @@ pytestmark = pytest.mark.faults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+# Enough faces that a 2-worker pack lasts well beyond the moment the test catches it mid-work.
+NUM_FACES = 480
 
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    """A folder of 160 rendered 2D faces (.jpg + .pts)."""
+    """A folder of NUM_FACES rendered 2D faces (.jpg + .pts)."""
     from insightface_align.synthetic.dataset import generate_folder
     from insightface_align.synthetic.generate import SynthConfig
 
     out = tmp_path_factory.mktemp("faults") / "raw"
-    generate_folder(str(out), 160, seed=5, config=SynthConfig(mode="2d", size=192), workers=2)
+    generate_folder(str(out), NUM_FACES, seed=5, config=SynthConfig(mode="2d", size=192), workers=2)
     return str(out)
 
 
@@ -80,6 +82,7 @@ def start_frozen_mid_pack(cmd, out, timeout=60.0):
             os.kill(proc.pid, signal.SIGSTOP)
             break
         time.sleep(0.01)
+    assert proc.poll() is None, f"the packer finished ({proc.returncode}) before it could be caught mid-pack"
     return proc, descendants(proc.pid)
 
 
@@ -110,7 +113,7 @@ def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, tmp_path, sig
     # The old set is intact, whole: never a mix of old and new files.
     after = {n: (out / n).read_bytes() for n in before}
     assert after == before
-    assert read_all(str(out / "t.rec")) == 160
+    assert read_all(str(out / "t.rec")) == NUM_FACES
     rerun = subprocess.run(pack_cmd(faces, out), env=ENV, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert not [n for n in os.listdir(out) if n.startswith(".t.pack-")]
@@ -132,7 +135,7 @@ def test_two_packers_racing_on_one_set(faces, tmp_path):
     assert first.returncode == 0, err
     assert second.returncode == 2, second.stderr
     assert "another pack" in second.stderr and "Traceback" not in second.stderr
-    assert read_all(str(out / "t.rec")) == 160
+    assert read_all(str(out / "t.rec")) == NUM_FACES
 
 
 def test_demo_stopped_during_training_exits_without_exporting(faces, tmp_path):
