@@ -20,7 +20,8 @@ from .fileio import atomic_path, atomic_write
 from .optimizer_states import save_states
 
 __all__ = ["MODEL_KEYS", "atomic_write", "average_params", "checkpoint_problem", "latest_step", "load_config",
-           "load_params", "load_state", "model_config", "resumable_step", "save_checkpoint", "save_params", "saved_steps"]
+           "load_params", "load_state", "model_config", "resumable_step", "save_checkpoint", "save_params",
+           "saved_steps"]
 
 # What a checkpoint's json says about the model (as opposed to the trainer's state).
 MODEL_KEYS = ("recipe", "network", "heatmap_loss", "convention")

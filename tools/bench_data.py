@@ -92,18 +92,22 @@ def recipe_config(name: str, batch_size: int, workers: int) -> DataConfig:
     return data_config(recipe, loss_config(recipe), batch_size, True, seed=0, num_workers=workers)
 
 
-def decode_times(rec: str, count: int = 200, rounds: int = 3) -> list:
-    """[(decoder, resolution, microseconds per record)]: OpenCV's imdecode and data/jpeg.py on the
-    same records, alternating, best of `rounds` (the iterator's decoder against the one it replaces)."""
+DECODE_RECORDS, DECODE_ROUNDS = 200, 3
+
+
+def decode_times(rec: str) -> tuple:
+    """(records decoded, [(decoder, resolution, microseconds per record)]): OpenCV's imdecode and
+    data/jpeg.py on the same first records, alternating, best of DECODE_ROUNDS (the iterator's
+    decoder against the one it replaces)."""
     import cv2
 
     from insightface_align.data.jpeg import decode_bgr, decode_with_opencv
 
     cv2.setNumThreads(1)   # as in the workers
     records = RecordFile(rec)
-    payloads = [records.read_sample(i)[0] for i in range(min(count, len(records)))]
+    payloads = [records.read_sample(i)[0] for i in range(min(DECODE_RECORDS, len(records)))]
     best = {}
-    for _ in range(rounds):
+    for _ in range(DECODE_ROUNDS):
         for name, fn in (("OpenCV imdecode", decode_with_opencv), ("simplejpeg (data/jpeg.py)", decode_bgr)):
             for half in (False, True):
                 t = time.perf_counter()
@@ -112,7 +116,7 @@ def decode_times(rec: str, count: int = 200, rounds: int = 3) -> list:
                 per = 1e6 * (time.perf_counter() - t) / len(payloads)
                 key = (name, "half" if half else "full")
                 best[key] = min(best.get(key, per), per)
-    return [(name, res, us) for (name, res), us in best.items()]
+    return len(payloads), [(name, res, us) for (name, res), us in best.items()]
 
 
 def decode_note(times: list, count: int) -> str:
@@ -121,7 +125,8 @@ def decode_note(times: list, count: int) -> str:
     names = sorted({name for name, _, _ in times}, key=lambda n: n.startswith("simplejpeg"))
     parts = [f"{name} {us[(name, 'full')]:,.0f} µs full / {us[(name, 'half')]:,.0f} µs half resolution"
              for name in names]
-    return f"JPEG decoding of the first {count} records, per record, best of 3 alternating rounds: " + "; ".join(parts) + "."
+    return (f"JPEG decoding of the first {count} records, per record, best of {DECODE_ROUNDS} alternating rounds: "
+            + "; ".join(parts) + ".")
 
 
 def profile(rec: str, cfg: DataConfig, batches: int) -> tuple:
@@ -223,8 +228,7 @@ def main(argv=None) -> int:
                 rows.append((f"recipe {args.recipe}", cfg.reduced_decode, nw, rate, cpu_ms))
                 print(f"{'recipe ' + args.recipe:8} {cfg.reduced_decode:7} {nw:7d} {rate:10.0f} {cpu_ms:14.3f}",
                       flush=True)
-        decoded = min(200, len(RecordFile(rec)))
-        times = decode_times(rec, decoded)
+        decoded, times = decode_times(rec)
         print()
         for name, res, us in times:
             print(f"decode {res:4} {name:26} {us:8.0f} us/record")

@@ -3,9 +3,10 @@
 
 For each annotated face: NME (outer eye corners) of the model given the tight landmark
 box (as `Aligner()` runs it, with flip test-time augmentation, and in one pass), of the
-mean shape placed in that box, of the model given the default detector's box, and optionally of dlib's 68-point predictor (a gauge in its own venv: make
-dlib-gauge). For each detector: faces found (IoU >= 0.4 between its calibrated box and
-the landmark box) and false boxes.
+mean shape placed in that box, of the model given the default detector's box, and
+optionally of dlib's 68-point predictor (a gauge in its own venv: make dlib-gauge).
+For each detector: faces found (IoU >= 0.4 between its calibrated box and the landmark
+box) and false boxes.
 
     tools/real_faces.py                                # bundled model, table on stdout
     tools/real_faces.py --prefix runs/bundled-2d/model --epoch 1000 --markdown docs/real-faces.md
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
             detected = nme(aligner.get(img, bbox=hog_match[face.index][:4]).points, gt) \
                 if face.index in hog_match else None
             rows.append({"image": image.name, "face": face.index, "annotation": face.annotation,
-                         "model": tight, "model_one_pass": tight_one_pass, "mean_shape": baseline, "model_hog_box": detected, "dlib": None})
+                         "model": tight, "model_one_pass": tight_one_pass, "mean_shape": baseline,
+                         "model_hog_box": detected, "dlib": None})
             # dlib's predictor gets the box its own detector would give (the HOG calibration inverted)
             dlib_requests.append((_dlib_readable(paths[image.name], img),
                                   detectors["hog"].calibration.inverse(face.box)))

@@ -26,7 +26,8 @@ from dataclasses import replace
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from insightface_align.checkpoint import MODEL_KEYS, average_params, latest_step, save_params, saved_steps  # noqa: E402,E501
+from insightface_align.checkpoint import (MODEL_KEYS, average_params, latest_step, save_params,  # noqa: E402
+                                         saved_steps)
 from insightface_align.errors import AlignError  # noqa: E402
 from insightface_align.geometry import DEFAULT_CONVENTION  # noqa: E402
 from insightface_align.cli.common import HelpFormatter  # noqa: E402
