@@ -41,7 +41,7 @@ AVERAGE ?= 4
 TEST_WORKERS ?= $(WORKERS)
 DEVICES = $(if $(GPUS),--gpus $(GPUS),--cpus $(CPUS))
 
-.PHONY: test-faults fidelity real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
+.PHONY: test-faults fidelity real-faces dlib-gauge data-synth-big train-bundled snapshot-bundled install test demo bench bench-data bench-synth fan-gauge data-synth data-synth-2d data-synth-3d data-2d data-3d \
 	train-2d train-3d stats clean help
 
 help:
@@ -65,6 +65,7 @@ help:
 	@echo "make fidelity             the release's iterator, test_rec_nme.py and Handler beside ours (RELEASE_DIR=checkout)"
 	@echo "make dlib-gauge           .venv-dlib: dlib's 68-point predictor, the reference column of make real-faces"
 	@echo "make bench-data           training-iterator throughput (samples/s) and where its time goes"
+	@echo "make bench-synth          synthetic-face generator and packer speed, and the time of a 100,000-face set"
 	@echo "make clean                remove .venv, build artefacts, caches and the compiled operators (keeps data/, runs/)"
 
 install: $(INSTALLED)
@@ -185,6 +186,9 @@ $(FAN_STAMP): requirements/fan-gauge.txt
 
 bench-data: $(INSTALLED) data/synth2d/train.rec
 	$(RUN_ENV) $(PY) tools/bench_data.py --rec data/synth2d/train.rec --markdown docs/benchmarks.md
+
+bench-synth: $(INSTALLED)
+	$(PY) tools/bench_synth.py --markdown docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache $(EXT)

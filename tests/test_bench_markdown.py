@@ -26,17 +26,19 @@ TAGS = {
     "train": "insightface-align bench train",
     "infer": "insightface-align bench infer",
     "data": "tools/bench_data.py",
+    "synth": "tools/bench_synth.py",
 }
 
 
-def _bench_data_tool():
-    spec = importlib.util.spec_from_file_location("bench_data_tool", ROOT / "tools" / "bench_data.py")
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench_data = _bench_data_tool()
+bench_data = _tool("bench_data")
+bench_synth = _tool("bench_synth")
 
 
 def page_with(tag: str) -> str:
@@ -165,6 +167,24 @@ def test_bench_data_writes_its_table(tmp_path):
     assert "JPEG decoding of the first 8 records" in note and "OpenCV imdecode" in note and "simplejpeg" in note
 
 
+def test_bench_synth_writes_its_table(tmp_path):
+    rows = run_twice(tmp_path, TAGS["synth"], ["step", "faces", "faces/s", "1,000 faces"],
+                     lambda page: bench_synth.main(["--count", "3", "--workers", "1", "--profile-faces", "1",
+                                                    "--target", "1000", "--markdown", page]))
+    assert [cells(r)[0] for r in rows] == ["**render, 1 worker**", "pack into a .rec, 1 worker",
+                                           "**render (1 worker) + pack**"]
+    assert [cells(r)[1] for r in rows] == ["**3**", "3", ""]
+    assert all(number(cells(r)[2]) > 0 for r in rows[:2])
+    page = (tmp_path / "page.md").read_text(encoding="utf-8")
+    assert "One process, 1 faces under cProfile" in page and "texture bake" in page and "rendering" in page
+    assert "OpenGL renderer " in page
+
+
+def test_bench_synth_refuses_bad_counts_before_the_run(capsys):
+    assert bench_synth.main(["--count", "0"]) == 2
+    assert "--count" in capsys.readouterr().err
+
+
 def test_bench_data_refuses_an_unknown_recipe_before_the_run(capsys):
     assert bench_data.main(["--recipe", "no-such-recipe", "--records", "8"]) == 2
     assert "no recipe 'no-such-recipe'" in capsys.readouterr().err
@@ -221,7 +241,7 @@ def test_bench_data_explains_every_option():
 def test_help_texts_name_the_option(capsys):
     for main, argv in ((model_stats.main, ["--help"]), (bench.main, ["dcn", "--help"]),
                        (bench.main, ["train", "--help"]), (bench.main, ["infer", "--help"]),
-                       (bench_data.main, ["--help"])):
+                       (bench_data.main, ["--help"]), (bench_synth.main, ["--help"])):
         with pytest.raises(SystemExit):
             main(argv)
         out = capsys.readouterr().out
@@ -309,6 +329,28 @@ def test_data_table_reads_like_the_page():
                      number(cpu_ms)))
     assert bench_data.data_table(rows).splitlines() == table
     assert sum("**" in line for line in table) == 1  # the training defaults' row
+
+
+def test_synth_table_reads_like_the_page():
+    table = docs_table(TAGS["synth"])
+    target = int(cells(table[0])[3].split()[0].replace(",", ""))
+    renders, pack = [], None
+    for line in table[2:]:
+        step, count, rate, _ = (c.strip("*") for c in cells(line))
+        if step.startswith("render, "):
+            renders.append((int(step.split()[1]), int(count), number(rate)))
+        elif step.startswith("pack into a .rec, "):
+            pack = (int(step.split()[4]), int(count), number(rate))
+    rebuilt = bench_synth.synth_table(renders, pack, target, renders[-1][0]).splitlines()
+    assert rebuilt[:2] == table[:2] and len(rebuilt) == len(table)
+    for mine, theirs in zip(rebuilt[2:], table[2:]):  # durations come from the unrounded rates
+        assert cells(mine)[:3] == cells(theirs)[:3]
+        assert re.fullmatch(r"\**(\d+ h \d\d min|\d+ min)?\**", cells(theirs)[3]), theirs
+
+
+def test_durations_read_in_hours_and_minutes():
+    assert [bench_synth.duration(s) for s in (59, 600, 3599, 3600, 6150)] == \
+        ["1 min", "10 min", "1 h 00 min", "1 h 00 min", "1 h 42 min"]
 
 
 def test_seconds_keep_three_significant_digits_below_one():

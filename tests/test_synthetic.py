@@ -90,6 +90,88 @@ def test_rendered_head_has_no_holes():
         assert alpha[mask].min() > 0.999 and np.isfinite(depth[mask]).all()
 
 
+def _head_scene(seed: int = 3):
+    cfg = SynthConfig(mode="2d", occlusion_prob=0.0)
+    face = make_face(11, 0, cfg, pose=(10.0, 25.0, 0.0), morph=NEUTRAL)
+    rng = np.random.default_rng(seed)
+    head = template_head()
+    verts = apply_morph(head, NEUTRAL)
+    return [scene.head_mesh(head, verts, face.camera, sample_look(rng), rng)], face.camera
+
+
+def test_lights_add_up_whatever_their_number():
+    """The shading program is compiled per light count: in linear light (the square of the
+    display value) a picture under several lights is the sum of the pictures under each,
+    minus the ambient term counted once per extra light, for 0 to 4 lights."""
+    meshes, cam = _head_scene()
+    dirs = np.array([[0.3, 0.4, 0.9], [-0.8, 0.1, 0.5], [0.1, -0.6, 0.6], [0.9, 0.3, -0.2]])
+    cols = np.array([[0.9, 0.8, 0.7], [0.2, 0.3, 0.5], [0.4, 0.1, 0.1], [0.3, 0.3, 0.3]])
+
+    def linear(idx):
+        light = scene.Lighting(dirs[idx], cols[idx], shadows=False)
+        rgb, alpha, _ = renderer().render(meshes, light, cam.focal, cam.cx, cam.cy, 128, depth=False)
+        return rgb.astype(np.float64) ** 2, alpha
+
+    ambient, alpha = linear([])
+    assert ambient.max() > 0.01  # the ambient term alone lights the head
+    singles = [linear([i])[0] for i in range(4)]
+    for idx in ([0, 1], [0, 2, 3], [0, 1, 2, 3]):
+        together, alpha_k = linear(idx)
+        expected = sum(singles[i] for i in idx) - (len(idx) - 1) * ambient
+        assert np.array_equal(alpha_k, alpha)
+        assert np.abs(together - expected).max() < 2e-3, idx
+        assert np.abs(together - singles[0]).max() > 0.02, idx  # the extra lights did light it
+
+
+def test_render_without_depth_gives_the_same_picture():
+    meshes, cam = _head_scene(4)
+    light = scene.sample_lighting(np.random.default_rng(5))
+    rgb, alpha, depth = renderer().render(meshes, light, cam.focal, cam.cx, cam.cy, 96)
+    rgb2, alpha2, none = renderer().render(meshes, light, cam.focal, cam.cx, cam.cy, 96, depth=False)
+    assert none is None and np.isfinite(depth).any()
+    assert np.array_equal(rgb, rgb2) and np.array_equal(alpha, alpha2)
+
+
+def test_ambient_occlusion_darkens_the_bottom_of_a_dent():
+    """The sparse neighbour mean equals the per-vertex average over triangle edges (each
+    edge counted once per triangle side it lies on); a vertex pushed into the surface gets
+    less ambient light, a flat one none less."""
+    n = 7
+    yy, xx = np.mgrid[0:n, 0:n].astype(float)
+    pos = np.stack([xx.ravel(), yy.ravel(), np.zeros(n * n)], axis=1)
+    centre = (n // 2) * n + n // 2
+    pos[centre, 2] = -2.0  # the dent (normals point to +z)
+    quads = [(r * n + c, r * n + c + 1, (r + 1) * n + c + 1, (r + 1) * n + c)
+             for r in range(n - 1) for c in range(n - 1)]
+    tri = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))], np.int64)
+    normals = np.tile([0.0, 0.0, 1.0], (n * n, 1))
+    ao = scene._concavity_ao(pos, normals, tri, strength=0.05, rounds=1)
+    neighbours = [[] for _ in range(n * n)]
+    for a, b, c in tri:
+        for i, j in ((a, b), (b, c), (c, a)):
+            neighbours[i].append(j)
+            neighbours[j].append(i)
+    mean = np.array([pos[nb].mean(axis=0) for nb in neighbours])
+    expected = np.clip(1.0 - 0.05 * np.maximum((mean - pos)[:, 2], 0.0), 0.35, 1.0)
+    np.testing.assert_allclose(ao, expected, atol=1e-12)
+    assert ao[centre] < 0.95 and ao[0] == 1.0
+
+
+def test_texture_blend_is_the_alpha_mix_in_planar_layout():
+    from insightface_align.synthetic import skin
+
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 5, 4)).astype(np.float32)
+    alpha = rng.random((5, 4)).astype(np.float32)
+    colour = np.array([0.2, 0.5, 0.9])
+    expected = img * (1 - alpha) + alpha * colour[:, None, None]
+    skin._blend(img, colour, alpha)
+    np.testing.assert_allclose(img, expected, atol=1e-6)
+    tex = skin.bake_head_texture(sample_look(rng), rng)
+    assert tex.shape == (skin.HEIGHT, skin.WIDTH, 4) and tex.dtype == np.uint8
+    assert 60 < tex[..., :3].mean() < 230 and tex[..., 3].std() > 5
+
+
 def test_smooth_shading_has_no_flat_facets():
     """Per-pixel shading: neighbouring skin pixels on the cheek differ by little (no steps)."""
     cfg = SynthConfig(mode="2d", debug_dots=True)

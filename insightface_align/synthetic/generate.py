@@ -198,7 +198,8 @@ def make_face(seed: int, index: int, config: SynthConfig, pose: tuple | None = N
     if look.glasses != "none" and not config.debug_dots:
         extras += scene.glasses_meshes(verts, cam, look, rng)
     gl = renderer()
-    rgb, alpha, _ = gl.render(body + extras, lighting, cam.focal, cam.cx, cam.cy, size)
+    rgb, alpha, _ = gl.render(body + extras, lighting, cam.focal, cam.cx, cam.cy, size,
+                              depth=False)
     self_depth = gl.depth_only(body, cam.focal, cam.cx, cam.cy, size)
 
     rgb = _expose(rng, rgb, alpha, body_mask=np.isfinite(self_depth))

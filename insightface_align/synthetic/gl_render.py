@@ -43,11 +43,13 @@ void main() {
 }
 """
 
+# The light count is a compile-time constant (one program per count): a loop over a
+# uniform count runs as a masked loop with indexed uniform loads in llvmpipe.
 _FRAG = """
 #version 330
+const int n_lights = N_LIGHTS;
 uniform sampler2D albedo;
-uniform sampler2D shadow_map;
-uniform int n_lights;
+uniform sampler2DShadow shadow_map;
 uniform vec3 light_dir[4];
 uniform vec3 light_col[4];
 uniform vec3 sky;
@@ -64,20 +66,18 @@ in vec2 v_uv;
 in float v_ao;
 in vec4 v_light;
 out vec4 frag;
+// The shadow map is sampled with hardware depth comparison and bilinear filtering: each
+// tap is a 2x2 percentage-closer filter, four taps spread by shadow_soft texels.
 float lit_by_key(vec3 n) {
     if (use_shadow == 0) return 1.0;
     vec3 p = v_light.xyz * 0.5 + 0.5;
     if (p.x <= 0.0 || p.x >= 1.0 || p.y <= 0.0 || p.y >= 1.0) return 1.0;
-    float bias = 0.002 + 0.004 * (1.0 - abs(dot(n, light_dir[0])));
-    vec2 texel = 1.0 / vec2(textureSize(shadow_map, 0));
-    float sum = 0.0;
-    for (int dx = -1; dx <= 1; dx++) {
-        for (int dy = -1; dy <= 1; dy++) {
-            float d = texture(shadow_map, p.xy + shadow_soft * texel * vec2(dx, dy)).r;
-            sum += (p.z - bias <= d) ? 1.0 : 0.0;
-        }
-    }
-    return sum / 9.0;
+    float z = p.z - (0.002 + 0.004 * (1.0 - abs(dot(n, light_dir[0]))));
+    vec2 r = 0.5 * shadow_soft / vec2(textureSize(shadow_map, 0));
+    return 0.25 * (texture(shadow_map, vec3(p.xy + vec2(-r.x, -r.y), z))
+                   + texture(shadow_map, vec3(p.xy + vec2(r.x, -r.y), z))
+                   + texture(shadow_map, vec3(p.xy + vec2(-r.x, r.y), z))
+                   + texture(shadow_map, vec3(p.xy + vec2(r.x, r.y), z)));
 }
 void main() {
     vec4 a = texture(albedo, v_uv);
@@ -87,9 +87,12 @@ void main() {
     if (!gl_FrontFacing) n = -n;
     vec3 v = normalize(-v_pos);
     vec3 col = base * mix(ground, sky, 0.5 + 0.5 * n.y) * v_ao;
+    // Once, outside the loop: llvmpipe would evaluate a call under a per-light
+    // condition for every light.
+    float key_lit = lit_by_key(n);
     for (int i = 0; i < n_lights; i++) {
         vec3 l = light_dir[i];
-        float sh = (i == 0) ? lit_by_key(n) : 1.0;
+        float sh = (i == 0) ? key_lit : 1.0;
         float nl = max((dot(n, l) + wrap) / (1.0 + wrap), 0.0);
         vec3 h = normalize(l + v);
         float sp = pow(max(dot(n, h), 0.0), shininess) * step(0.0, dot(n, l));
@@ -214,12 +217,21 @@ class Renderer:
                     "no offscreen OpenGL context (EGL): install Mesa, e.g. 'apt-get install "
                     f"libegl1 libgl1-mesa-dri' ({exc})") from exc
         self.moderngl = moderngl
-        self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
+        self._programs = {}
         self.shadow_prog = self.ctx.program(vertex_shader=_SHADOW_VERT, fragment_shader=_SHADOW_FRAG)
         self._targets = {}
         self.shadow_size = 512
         self.shadow_tex = self.ctx.depth_texture((self.shadow_size, self.shadow_size))
+        self.shadow_tex.compare_func = "<="  # sampled as sampler2DShadow
+        self.shadow_tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
         self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_tex)
+
+    def _program(self, n_lights: int):
+        """The shading program for `n_lights` directional lights (compiled on first use)."""
+        if n_lights not in self._programs:
+            frag = _FRAG.replace("N_LIGHTS", str(int(n_lights)))
+            self._programs[n_lights] = self.ctx.program(vertex_shader=_VERT, fragment_shader=frag)
+        return self._programs[n_lights]
 
     def _target(self, width: int, height: int):
         key = (width, height)
@@ -269,10 +281,12 @@ class Renderer:
         return _linear_depth(zbuf, near, far)
 
     def render(self, meshes: list, lighting: Lighting, focal: float, cx: float, cy: float,
-               size: int, ssaa: int = 2, near: float = 10.0, far: float = 10000.0) -> tuple:
+               size: int, ssaa: int = 2, near: float = 10.0, far: float = 10000.0,
+               depth: bool = True) -> tuple:
         """(rgb, alpha, depth): rgb float32 (size, size, 3) display-encoded and premultiplied
         by alpha (0 where nothing was drawn), alpha its coverage, depth (size, size) the
-        distance along -z in scene units with +inf where nothing was drawn.
+        distance along -z in scene units with +inf where nothing was drawn (None when
+        `depth` is False, which saves reading and reducing the depth buffer).
 
         The image is rendered at `size * ssaa` and area-averaged; depth is the nearest of
         each pixel's samples.
@@ -307,33 +321,24 @@ class Renderer:
         fbo = self._target(big, big)
         fbo.use()
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        prog = self.prog
-        prog["proj"].write(proj.T.astype("f4").tobytes())
-        prog["light_mvp"].write(light_mvp.T.astype("f4").tobytes())
-        padded_d = np.zeros((MAX_LIGHTS, 3), "f4")
-        padded_c = np.zeros((MAX_LIGHTS, 3), "f4")
-        padded_d[:len(dirs)], padded_c[:len(cols)] = dirs, cols
-        prog["light_dir"].write(padded_d.tobytes())
-        prog["light_col"].write(padded_c.tobytes())
-        prog["n_lights"].value = len(dirs)
-        prog["sky"].value = tuple(float(v) for v in lighting.sky)
-        prog["ground"].value = tuple(float(v) for v in lighting.ground)
-        prog["wrap"].value = float(lighting.wrap)
-        prog["shadow_soft"].value = float(lighting.shadow_soft)
-        prog["use_shadow"].value = int(use_shadow)
-        prog["albedo"].value = 0
-        prog["shadow_map"].value = 1
+        prog = self._program(len(dirs))
+        uniforms = {"proj": proj.T, "light_mvp": light_mvp.T, "light_dir": dirs,
+                    "light_col": cols, "sky": tuple(float(v) for v in lighting.sky),
+                    "ground": tuple(float(v) for v in lighting.ground),
+                    "wrap": float(lighting.wrap), "shadow_soft": float(lighting.shadow_soft),
+                    "use_shadow": int(use_shadow), "albedo": 0, "shadow_map": 1}
+        for name, value in uniforms.items():
+            _set_uniform(prog, name, value)
         self.shadow_tex.use(location=1)
-        self.shadow_tex.compare_func = ""
         for m in meshes:
             tex = ctx.texture((m.texture.shape[1], m.texture.shape[0]), 4,
                               np.ascontiguousarray(m.texture[::-1], dtype=np.uint8).tobytes())
             tex.filter = (mgl.LINEAR, mgl.LINEAR)
             tex.repeat_x = tex.repeat_y = False
             tex.use(location=0)
-            prog["shininess"].value = float(m.shininess)
-            prog["spec_scale"].value = float(m.spec)
-            prog["tint"].value = tuple(float(v) for v in m.tint)
+            _set_uniform(prog, "shininess", float(m.shininess))
+            _set_uniform(prog, "spec_scale", float(m.spec))
+            _set_uniform(prog, "tint", tuple(float(v) for v in m.tint))
             uv = np.asarray(m.uv, float).copy()
             uv[:, 1] = 1.0 - uv[:, 1]  # texture rows were flipped on upload
             vao, bufs = self._vao(prog, Mesh(m.positions, m.normals, m.triangles, uv, m.texture,
@@ -342,8 +347,10 @@ class Renderer:
             garbage.append((vao, bufs + [tex]))
         raw = np.frombuffer(fbo.read(components=4, dtype="f4"), dtype=np.float32)
         img = raw.reshape(big, big, 4)[::-1]
-        zbuf = np.frombuffer(fbo.read(components=1, attachment=-1, dtype="f4"), dtype=np.float32)
-        zbuf = zbuf.reshape(big, big)[::-1]
+        zbuf = None
+        if depth:
+            zbuf = np.frombuffer(fbo.read(components=1, attachment=-1, dtype="f4"), np.float32)
+            zbuf = zbuf.reshape(big, big)[::-1]
         for vao, bufs in garbage:
             vao.release()
             for b in bufs:
@@ -351,9 +358,29 @@ class Renderer:
         rgba = img
         if ssaa > 1:
             rgba = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-            zbuf = zbuf.reshape(size, ssaa, size, ssaa).min(axis=(1, 3))
+            if depth:
+                zbuf = zbuf.reshape(size, ssaa, size, ssaa).min(axis=(1, 3))
         rgb = np.sqrt(np.clip(rgba[..., :3], 0.0, None))  # linear -> display (gamma 2)
-        return rgb, np.ascontiguousarray(rgba[..., 3]), _linear_depth(zbuf, near, far)
+        dist = _linear_depth(zbuf, near, far) if depth else None
+        return rgb, np.ascontiguousarray(rgba[..., 3]), dist
+
+
+def _set_uniform(prog, name: str, value) -> None:
+    """Set a uniform if the compiled program kept it (a program for fewer lights drops the
+    ones it does not read). Arrays are written as float32; (k, 3) light arrays are cut or
+    zero-padded to the length the program kept. Scalars and tuples are assigned."""
+    uniform = prog.get(name, None)
+    if uniform is None:
+        return
+    if isinstance(value, np.ndarray):
+        if value.ndim == 2 and value.shape[1] == 3:
+            rows = np.zeros((uniform.array_length, 3))
+            n = min(len(rows), len(value))
+            rows[:n] = value[:n]
+            value = rows
+        uniform.write(np.ascontiguousarray(value, np.float32).tobytes())
+    else:
+        uniform.value = value
 
 
 def _linear_depth(zbuf: np.ndarray, near: float, far: float) -> np.ndarray:

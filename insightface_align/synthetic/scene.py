@@ -8,6 +8,7 @@ import functools
 
 import cv2
 import numpy as np
+import scipy.sparse
 
 from .camera import Camera, rotation
 from .gl_render import Lighting, Mesh, vertex_normals
@@ -48,17 +49,25 @@ def _grid_mesh(points: np.ndarray, rows: int, cols: int, closed: bool = False) -
     return np.array(tri, dtype=np.int64)
 
 
+@functools.lru_cache(maxsize=4)
+def _neighbour_mean(triangles_key: bytes, n: int) -> scipy.sparse.csr_matrix:
+    """(n, n) operator averaging each vertex's edge neighbours (an edge counted once per
+    triangle side it lies on), built once per mesh topology."""
+    tri = np.frombuffer(triangles_key, np.int64).reshape(-1, 3)
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    adj = scipy.sparse.csr_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    deg = np.maximum(np.asarray(adj.sum(axis=1)).ravel(), 1.0)
+    return scipy.sparse.diags(1.0 / deg) @ adj
+
+
 def _concavity_ao(positions: np.ndarray, normals: np.ndarray, triangles: np.ndarray,
                   strength: float = 0.05, rounds: int = 4) -> np.ndarray:
     """Cheap ambient occlusion: how far each vertex sits below its smoothed neighbourhood."""
-    n = len(positions)
-    e = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
-    e = np.concatenate([e, e[:, ::-1]])
-    deg = np.bincount(e[:, 0], minlength=n).astype(np.float64)
-    deg = np.maximum(deg, 1)
-    smooth = positions.copy()
+    mean = _neighbour_mean(np.ascontiguousarray(triangles, np.int64).tobytes(), len(positions))
+    smooth = positions
     for _ in range(rounds):
-        smooth = np.stack([np.bincount(e[:, 0], smooth[e[:, 1], k], n) for k in range(3)], 1) / deg[:, None]
+        smooth = mean @ smooth
     depth = np.einsum("ij,ij->i", smooth - positions, normals)
     return np.clip(1.0 - strength * np.maximum(depth, 0.0), 0.35, 1.0)
 
