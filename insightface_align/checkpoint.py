@@ -72,6 +72,21 @@ def saved_steps(prefix: str) -> list:
     return sorted(steps, reverse=True)
 
 
+def prune_checkpoints(prefix: str, keep: int) -> list:
+    """Delete all but the newest `keep` checkpoints under PREFIX (params, optimizer states and
+    step json); returns the removed steps, oldest first. The symbol and the latest pointer stay."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    removed = sorted(saved_steps(prefix)[keep:])
+    for step in removed:
+        for ext in (".params", ".states", ".json"):
+            try:
+                os.remove("%s-%04d%s" % (prefix, step, ext))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def checkpoint_problem(prefix: str, step: int, need_states: bool) -> str:
     """Why checkpoint `step` cannot be resumed from ('' when it can): each file it needs is
     present and well formed (NDArray layouts checked, json parsed)."""

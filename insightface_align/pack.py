@@ -135,8 +135,21 @@ def _start(items, workers: int, init_args) -> tuple:
     try:
         return pool.map(_process, items, chunksize=chunk), pool
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_now(pool)
         raise
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """End an interrupted pool at once. A graceful shutdown waits for the chunks being
+    processed, which may never finish (a worker blocked reading a file); terminated
+    workers instead make the pool fail what is pending and release its queues."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+    else:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _lock(output_dir: str, name: str):
@@ -265,7 +278,7 @@ def _pack_into(reader, folder: str, name: str, workers: int, options: tuple, pro
                                         f"first: {first})")
     except BaseException:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            _stop_now(pool)
         if bar is not None:
             bar.close()
         if writer is not None:

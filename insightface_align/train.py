@@ -324,6 +324,10 @@ class Trainer:
                               "heatmap_loss": self.loss_cfg.heatmap,
                               "convention": self.convention,
                               "history": self.history})
+        if self.cfg.keep_checkpoints:
+            for old in ckpt.prune_checkpoints(self.prefix, self.cfg.keep_checkpoints):
+                LOG.info("removed checkpoint %s-%04d (train.keep_checkpoints %d)", self.prefix, old,
+                         self.cfg.keep_checkpoints)
 
     def _plot(self):
         if self.rank != 0 or not self.history:

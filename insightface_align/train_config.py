@@ -25,6 +25,7 @@ class TrainConfig:
     batch_per_device: int = 20
     wd: float = 0.0
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 0  # newest checkpoints kept in the run folder; 0 keeps every one
     val_every: int = 1000
     log_every: int = 20
     seed: int = 0
@@ -42,6 +43,9 @@ class TrainConfig:
             raise ConfigError("train.lr_steps", f"must be strictly increasing positive steps, got {steps}")
         if self.lr <= 0:
             raise ConfigError("train.lr", "must be > 0")
+        if self.keep_checkpoints < 0 or self.keep_checkpoints == 1:
+            raise ConfigError("train.keep_checkpoints", "must be 0 (keep every checkpoint) or >= 2, so that a "
+                              f"damaged newest checkpoint leaves one to resume from; got {self.keep_checkpoints}")
         if self.max_loss is not None and not self.max_loss > 0:
             raise ConfigError("train.max_loss", "must be > 0 when given")
 

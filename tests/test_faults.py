@@ -5,6 +5,7 @@ behind, no half-written or mixed output, a clear message and exit code, and that
 run works.
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.faults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-# Faces packed by each case (the killed packer must still be running when the test freezes it).
-NUM_FACES = 160
+NUM_FACES = 160  # faces packed by each case
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,17 @@ def faces(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("faults") / "raw"
     generate_folder(str(out), NUM_FACES, seed=5, config=SynthConfig(mode="2d", size=192), workers=2)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def stuck_faces(faces, tmp_path_factory):
+    """The faces plus a last one whose label file is a FIFO nobody writes: the worker that
+    opens it blocks, so a packer of this folder is always mid-pack when it is signalled."""
+    out = tmp_path_factory.mktemp("stuck") / "raw"
+    shutil.copytree(faces, out)
+    shutil.copy(out / "synth_000000.jpg", out / "zz_stuck.jpg")
+    os.mkfifo(out / "zz_stuck.pts")
     return str(out)
 
 
@@ -70,16 +81,14 @@ def pack_cmd(faces, out, name="t", workers=2):
             str(out), "--name", name, "--workers", str(workers), "--no-progress"]
 
 
-def start_frozen_mid_pack(cmd, out, timeout=60.0):
-    """Start a packer and freeze it (SIGSTOP) once its staging folder and its pool processes
-    exist, so a signal always lands in the middle of the work; returns (process, its
-    descendants). The caller sends SIGCONT after its signal."""
+def start_mid_pack(cmd, out, timeout=60.0):
+    """Start a packer and return (process, its descendants) once its staging folder and its
+    pool processes exist."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     end = time.time() + timeout
     while time.time() < end and proc.poll() is None:
         staged = out.exists() and [n for n in os.listdir(out) if n.startswith(".t.pack-")]
         if staged and len(descendants(proc.pid)) >= 3:
-            os.kill(proc.pid, signal.SIGSTOP)
             break
         time.sleep(0.01)
     assert proc.poll() is None, f"the packer finished ({proc.returncode}) before it could be caught mid-pack"
@@ -99,14 +108,16 @@ def read_all(rec):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, tmp_path, sig):
+def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, stuck_faces, tmp_path, sig):
+    """The packer is stopped while one worker can never finish its chunk (stuck_faces): it
+    must end at once all the same, its workers with it, and keep the old set."""
     out = tmp_path / "out"
     assert subprocess.run(pack_cmd(faces, out, workers=1), env=ENV, capture_output=True).returncode == 0
     before = {n: (out / n).read_bytes() for n in ("t.rec", "t.idx", "t.lst")}
-    proc, seen = start_frozen_mid_pack(pack_cmd(faces, out), out)
+    proc, seen = start_mid_pack(pack_cmd(stuck_faces, out), out)
+    time.sleep(1.0)  # time for the workers to reach the stuck face
     proc.send_signal(sig)
-    os.kill(proc.pid, signal.SIGCONT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert "Traceback" not in err, err
     assert wait_gone(seen) == [], "left running"

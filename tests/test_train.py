@@ -39,6 +39,28 @@ def _params(out_dir, step):
     return {k: v.asnumpy() for k, v in {**arg, **aux}.items()}
 
 
+def test_keep_checkpoints_keeps_the_newest_and_resumes_from_them(recs, tmp_path):
+    recipe = load_recipe("sdu-2d", **TINY)
+    cfg = _cfg(max_steps=5, checkpoint_every=1, keep_checkpoints=2)
+    Trainer(recipe, cfg, RunSpec(str(recs / "train.rec"), str(tmp_path), progress=False)).run()
+    prefix = str(tmp_path / "model")
+    assert ckpt.saved_steps(prefix) == [5, 4]
+    left = sorted(n for n in os.listdir(tmp_path) if n.startswith("model-"))
+    assert left == ["model-0004.json", "model-0004.params", "model-0004.states", "model-0005.json",
+                    "model-0005.params", "model-0005.states", "model-latest.json", "model-symbol.json"]
+    more = Trainer(recipe, _cfg(max_steps=6, checkpoint_every=1, keep_checkpoints=2),
+                   RunSpec(str(recs / "train.rec"), str(tmp_path), resume=True, progress=False)).run()
+    assert more["step"] == 6 and ckpt.saved_steps(prefix) == [6, 5]
+
+
+@pytest.mark.parametrize("keep", [-1, 1])
+def test_keep_checkpoints_must_leave_one_to_fall_back_to(keep):
+    from insightface_align.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keep_checkpoints"):
+        _cfg(keep_checkpoints=keep)
+
+
 def test_resume_after_sigterm_matches_uninterrupted_run(recs, tmp_path):
     recipe = load_recipe("sdu-outside", **TINY)  # coherent pairs on: the data order matters too
     cfg = _cfg(checkpoint_every=3)  # step 2's checkpoint can only come from the signal

@@ -53,7 +53,8 @@ def parse_args(argv=None):
                    help="node means of the training graph (default auto: fused on CPU with the compiled "
                         "operators, standard otherwise); checkpoints are saved with standard")
     for name, typ in (("lr", float), ("max-steps", int), ("batch-per-device", int), ("checkpoint-every", int),
-                      ("val-every", int), ("log-every", int), ("seed", int), ("num-workers", int)):
+                      ("keep-checkpoints", int), ("val-every", int), ("log-every", int), ("seed", int),
+                      ("num-workers", int)):
         p.add_argument("--" + name, type=typ, default=None, help="override train.%s" % name.replace("-", "_"))
     p.add_argument("--lr-steps", default=None, help="comma-separated steps, e.g. 16000,24000")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
@@ -77,8 +78,8 @@ def main(argv=None) -> int:
             net_over["multiplier"] = args.width
         recipe = load_recipe(args.recipe, **net_over)
         train = dict(recipe.train)
-        for key in ("lr", "max_steps", "batch_per_device", "checkpoint_every", "val_every", "log_every", "seed",
-                    "num_workers"):
+        for key in ("lr", "max_steps", "batch_per_device", "checkpoint_every", "keep_checkpoints", "val_every",
+                    "log_every", "seed", "num_workers"):
             value = getattr(args, key)
             if value is not None:
                 train[key] = value
