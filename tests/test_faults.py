@@ -95,6 +95,18 @@ def start_mid_pack(cmd, out, timeout=60.0):
     return proc, descendants(proc.pid)
 
 
+def reader_is_blocked(fifo: str, timeout: float = 60.0) -> int:
+    """Wait until a worker has the FIFO open for reading, and return a write end that is
+    held open without writing, so that worker stays blocked in its read."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody reads it yet
+            time.sleep(0.01)
+    raise AssertionError(f"no worker opened {fifo} within {timeout} s")
+
+
 def read_all(rec):
     """Every record of a set through its index: a mixed or torn set fails here."""
     reader = mx.recordio.MXIndexedRecordIO(rec[:-4] + ".idx", rec, "r")
@@ -115,9 +127,12 @@ def test_a_killed_packer_leaves_no_process_and_no_mixed_set(faces, stuck_faces, 
     assert subprocess.run(pack_cmd(faces, out, workers=1), env=ENV, capture_output=True).returncode == 0
     before = {n: (out / n).read_bytes() for n in ("t.rec", "t.idx", "t.lst")}
     proc, seen = start_mid_pack(pack_cmd(stuck_faces, out), out)
-    time.sleep(1.0)  # time for the workers to reach the stuck face
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    writer = reader_is_blocked(os.path.join(stuck_faces, "zz_stuck.pts"))
+    try:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(writer)
     assert proc.returncode != 0
     assert "Traceback" not in err, err
     assert wait_gone(seen) == [], "left running"

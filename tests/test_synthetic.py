@@ -424,5 +424,5 @@ def test_generation_speed_sanity():
     start = time.perf_counter()
     for i in range(20):
         make_face(0, i, SynthConfig(mode="3d"))
-    # ~0.15 s per image on this machine; generous bound for a shared machine.
+    # About 0.1 s per image on this machine; a generous bound for a shared machine.
     assert time.perf_counter() - start < 20.0
