@@ -424,6 +424,12 @@ def markdown_problem(path: str, tag: str) -> str | None:
     return None
 
 
+def markdown_preflight(path: str, tag: str, prog: str, argv=None) -> tuple:
+    """(problem, command line, load average) of a `--markdown PAGE` run, taken before the
+    benchmark runs: `problem` (None when the page can take the table) stops it early."""
+    return markdown_problem(path, tag), command_line(prog, argv), load_average()
+
+
 def write_markdown(path: str, tag: str, table: str, command: str, load_before: float | None = None,
                    notes: tuple = (), extra: tuple = ()) -> None:
     """Write `table`, the `notes` lines and the provenance line between the `tag` markers of `path`."""

@@ -81,10 +81,17 @@ def pack_cmd(faces, out, name="t", workers=2):
             str(out), "--name", name, "--workers", str(workers), "--no-progress"]
 
 
+def default_sigint() -> None:
+    """Ctrl-C as at a terminal: a test run started in the background of a non-interactive
+    shell inherits SIGINT ignored, and Python then leaves it ignored in the packer."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_mid_pack(cmd, out, timeout=60.0):
     """Start a packer and return (process, its descendants) once its staging folder and its
     pool processes exist."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=default_sigint)
     end = time.time() + timeout
     while time.time() < end and proc.poll() is None:
         staged = out.exists() and [n for n in os.listdir(out) if n.startswith(".t.pack-")]

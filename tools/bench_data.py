@@ -194,12 +194,11 @@ def main(argv=None) -> int:
         except AlignError as exc:
             return error(str(exc))
     if args.markdown:
-        from insightface_align.benchmarks import command_line, load_average, markdown_problem
+        from insightface_align.benchmarks import markdown_preflight
 
-        problem = markdown_problem(args.markdown, MARKDOWN_TAG)
+        problem, command, load_before = markdown_preflight(args.markdown, MARKDOWN_TAG, "tools/bench_data.py", argv)
         if problem:  # before the run, not after it
             return error(problem)
-        command, load_before = command_line("tools/bench_data.py", argv), load_average()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rec = args.rec or make_rec(os.path.join(tmp, "bench"), args.records, 0)

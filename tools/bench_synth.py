@@ -144,12 +144,11 @@ def main(argv=None) -> int:
     if args.count < 1 or args.target < 1 or args.profile_faces < 0 or min(args.workers) < 1:
         return error("--count, --target and --workers must be >= 1, --profile-faces >= 0")
     if args.markdown:
-        from insightface_align.benchmarks import command_line, load_average, markdown_problem
+        from insightface_align.benchmarks import markdown_preflight
 
-        problem = markdown_problem(args.markdown, MARKDOWN_TAG)
+        problem, command, load_before = markdown_preflight(args.markdown, MARKDOWN_TAG, "tools/bench_synth.py", argv)
         if problem:  # before the run, not after it
             return error(problem)
-        command, load_before = command_line("tools/bench_synth.py", argv), load_average()
     from insightface_align.synthetic.gl_render import RenderError
 
     renders = []
