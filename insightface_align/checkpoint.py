@@ -19,9 +19,9 @@ from .errors import DataError, library_reason
 from .fileio import atomic_path, atomic_write
 from .optimizer_states import save_states
 
-__all__ = ["MODEL_KEYS", "atomic_write", "average_params", "checkpoint_problem", "latest_step", "load_config",
-           "load_params", "load_state", "model_config", "resumable_step", "save_checkpoint", "save_params",
-           "saved_steps"]
+__all__ = ["MODEL_KEYS", "atomic_write", "average_params", "checkpoint_path", "checkpoint_problem", "latest_step",
+           "load_config", "load_params", "load_state", "model_config", "prune_checkpoints", "resumable_step",
+           "save_checkpoint", "save_params", "saved_steps"]
 
 # What a checkpoint's json says about the model (as opposed to the trainer's state).
 MODEL_KEYS = ("recipe", "network", "heatmap_loss", "convention")
@@ -35,15 +35,20 @@ def save_params(path: str, arg_params: dict, aux_params: dict) -> None:
         mx.nd.save(tmp, blob)
 
 
+def checkpoint_path(prefix: str, step: int, ext: str) -> str:
+    """PREFIX-NNNN.EXT, the file of checkpoint `step` with extension `ext` ('.params', ...)."""
+    return "%s-%04d%s" % (prefix, step, ext)
+
+
 def save_checkpoint(prefix: str, step: int, symbol, arg_params, aux_params, updater, state: dict) -> None:
     """Write checkpoint `step`; `updater` (an mx.optimizer.Updater, or None) gives the
     optimizer states, saved without pickle (optimizer_states.py)."""
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     atomic_write("%s-symbol.json" % prefix, symbol.tojson(), "w")
-    save_params("%s-%04d.params" % (prefix, step), arg_params, aux_params)
+    save_params(checkpoint_path(prefix, step, ".params"), arg_params, aux_params)
     if updater is not None:
-        save_states("%s-%04d.states" % (prefix, step), updater)
-    atomic_write("%s-%04d.json" % (prefix, step), json.dumps(dict(state, step=step), indent=1), "w")
+        save_states(checkpoint_path(prefix, step, ".states"), updater)
+    atomic_write(checkpoint_path(prefix, step, ".json"), json.dumps(dict(state, step=step), indent=1), "w")
     atomic_write("%s-latest.json" % prefix, json.dumps({"step": step}), "w")
 
 
@@ -81,7 +86,7 @@ def prune_checkpoints(prefix: str, keep: int) -> list:
     for step in removed:
         for ext in (".params", ".states", ".json"):
             try:
-                os.remove("%s-%04d%s" % (prefix, step, ext))
+                os.remove(checkpoint_path(prefix, step, ext))
             except FileNotFoundError:
                 pass
     return removed
@@ -93,9 +98,9 @@ def checkpoint_problem(prefix: str, step: int, need_states: bool) -> str:
     from .ndfile import check_ndarray_file
     from .optimizer_states import is_pickled
 
-    needed = ["%s-%04d.params" % (prefix, step), "%s-%04d.json" % (prefix, step)]
+    needed = [checkpoint_path(prefix, step, ".params"), checkpoint_path(prefix, step, ".json")]
     if need_states:
-        needed.append("%s-%04d.states" % (prefix, step))
+        needed.append(checkpoint_path(prefix, step, ".states"))
     for path in needed:
         if not os.path.exists(path):
             return f"{path}: missing"
@@ -127,14 +132,14 @@ def resumable_step(prefix: str, need_states: bool) -> tuple:
             return step, skipped
         skipped.append(problem)
     if latest is not None and not steps:
-        skipped.append("%s-%04d.params: missing" % (prefix, latest))
+        skipped.append(checkpoint_path(prefix, latest, ".params") + ": missing")
     hint = (" (--reset-optimizer resumes without the optimizer states)"
             if need_states and any(".states" in p for p in skipped) else "")
     raise DataError(prefix, "no intact checkpoint to resume from: " + "; ".join(skipped) + hint)
 
 
 def load_state(prefix: str, step: int) -> dict:
-    path = "%s-%04d.json" % (prefix, step)
+    path = checkpoint_path(prefix, step, ".json")
     try:
         with open(path) as f:
             return json.load(f)
@@ -146,7 +151,7 @@ def load_config(prefix: str, epoch: int) -> dict:
     """PREFIX-EPOCH.json as a dict; {} when there is none or it is unreadable (the
     release's checkpoints have none: they load by their saved graph)."""
     try:
-        with open("%s-%04d.json" % (prefix, epoch), encoding="utf-8") as f:
+        with open(checkpoint_path(prefix, epoch, ".json"), encoding="utf-8") as f:
             values = json.load(f)
     except (OSError, ValueError):
         return {}
@@ -161,7 +166,7 @@ def model_config(prefix: str, epoch: int) -> dict:
 
 def load_params(prefix: str, epoch: int) -> tuple:
     """(arg_params, aux_params) of PREFIX-EPOCH.params with a clear error when missing/corrupt."""
-    path = "%s-%04d.params" % (prefix, epoch)
+    path = checkpoint_path(prefix, epoch, ".params")
     if not os.path.exists(path):
         raise DataError(path, "checkpoint parameters not found")
     from .ndfile import check_ndarray_file

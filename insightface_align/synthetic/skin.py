@@ -269,8 +269,7 @@ def _paint_eyes(f: _Face, look: Look):
         top = np.interp(cc, upper[order, 0], upper[order, 1])
         lid_shadow = np.clip(1.0 - (rr - top) * TEXEL_MM / 2.5, 0, 1)
         eye_img *= 1.0 - 0.45 * lid_shadow
-        sub *= 1 - mask
-        sub += mask * eye_img
+        _blend(sub, eye_img, mask)
         spec[:] = spec * (1 - mask) + mask
         # Lid margins: a dark lash line above, a thin one below; the crease above the lid.
         lash = _lines_mask([upper], 0.9 + 0.8 * look.eyeliner, shape)
